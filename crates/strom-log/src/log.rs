@@ -1,0 +1,790 @@
+//! One partition's log: an ordered map of segments, a single writer, concurrent readers.
+//!
+//! ```text
+//!            log start                         recovery point         high watermark     log end
+//!                |                                   |                      |               |
+//!  [ segment 0 ......... ][ segment 1200 ......... ][ segment 2400 (active) ...............]
+//!                                                    ^ fsynced below        ^ readable by    ^ next offset
+//!                                                                             consumers
+//! ```
+//! Appends take the writer lock, write whole batches at the end of the active segment and then
+//! publish the new end; reads never take the writer lock.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::batch::{self, BatchHeader, Origin};
+use crate::checkpoint::{self, PartitionCheckpoint};
+use crate::config::{LogConfig, TimestampType};
+use crate::error::{Error, IoContext, Result};
+use crate::segment::{FileSlice, Segment};
+
+/// How an append treats offsets and epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// [`Origin::Client`]: the log assigns offsets and stamps `leader_epoch`.
+    /// [`Origin::Replica`]: batches keep the offsets and epochs they carry.
+    pub origin: Origin,
+    /// The current leader epoch (for `Origin::Client`).
+    pub leader_epoch: i32,
+    /// Wall clock in milliseconds (log-append time, segment age, flush policy).
+    pub now_ms: i64,
+}
+
+impl AppendOptions {
+    /// Append as the leader at `leader_epoch`, now.
+    pub fn leader(leader_epoch: i32) -> Self {
+        AppendOptions {
+            origin: Origin::Client,
+            leader_epoch,
+            now_ms: now_ms(),
+        }
+    }
+    /// Append batches copied from the leader, keeping their offsets.
+    pub fn replica() -> Self {
+        AppendOptions {
+            origin: Origin::Replica,
+            leader_epoch: -1,
+            now_ms: now_ms(),
+        }
+    }
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub first_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// Number of batches.
+    pub batches: usize,
+    /// Number of records.
+    pub records: i64,
+    /// Largest timestamp appended.
+    pub max_timestamp: i64,
+    /// The append time stamped into the batches, for `LogAppendTime` topics; otherwise -1.
+    pub log_append_time: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+}
+
+/// Upper bound for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// Everything written (replica fetches).
+    LogEnd,
+    /// Only records below the high watermark (consumer fetches).
+    HighWatermark,
+    /// Only records below this offset.
+    Offset(i64),
+}
+
+/// The result of a read: whole batches from one segment plus the partition's offsets.
+#[derive(Debug, Clone)]
+pub struct LogRead {
+    /// The batches, or `None` if there was nothing to return below the limit.
+    pub records: Option<FileSlice>,
+    /// The log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// The high watermark at the time of the read.
+    pub high_watermark: i64,
+    /// The log end offset at the time of the read.
+    pub log_end_offset: i64,
+}
+
+impl LogRead {
+    /// The batches as bytes (empty when there are none).
+    pub fn bytes(&self) -> Result<bytes::Bytes> {
+        match &self.records {
+            Some(s) => s.read(),
+            None => Ok(bytes::Bytes::new()),
+        }
+    }
+}
+
+/// What recovery did to one partition on open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Partition directory.
+    pub dir: PathBuf,
+    /// Segments scanned and validated.
+    pub segments_scanned: usize,
+    /// Bytes cut off torn or corrupt segment tails.
+    pub bytes_truncated: u64,
+    /// Segments after a corruption that were deleted.
+    pub segments_deleted: usize,
+    /// Leftover files of an interrupted compaction that were removed.
+    pub stale_files_removed: usize,
+    /// One line per problem found.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    unflushed: u64,
+    last_flush_ms: i64,
+    epochs: Vec<(i32, i64)>,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: RwLock<Arc<LogConfig>>,
+    pub(crate) segments: RwLock<BTreeMap<i64, Arc<Segment>>>,
+    pub(crate) writer: Mutex<()>,
+    state: Mutex<Writer>,
+    log_start: AtomicI64,
+    log_end: AtomicI64,
+    high_watermark: AtomicI64,
+    recovery_point: Arc<AtomicI64>,
+    pub(crate) cleaner_offset: AtomicI64,
+    closed: AtomicBool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn segment_bases(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".cleaned") || name.ends_with(".tmp") {
+            // A compaction or checkpoint write was interrupted; the originals are intact.
+            std::fs::remove_file(entry.path()).at(&entry.path())?;
+            report.stale_files_removed += 1;
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".log") {
+            if stem.len() == 20 {
+                if let Ok(b) = stem.parse::<i64>() {
+                    bases.push(b);
+                }
+            }
+        }
+    }
+    // Index files whose log is gone are leftovers of a deleted segment.
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        if matches!(ext, Some("index") | Some("timeindex")) && !path.with_extension("log").exists() {
+            std::fs::remove_file(&path).at(&path)?;
+            report.stale_files_removed += 1;
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`. `clean` says whether the previous shutdown was clean;
+    /// if not, every segment past the recovery point is scanned and repaired.
+    pub fn open(dir: &Path, config: Arc<LogConfig>, clean: bool) -> Result<(Self, RecoveryReport)> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let mut report = RecoveryReport {
+            dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        let cp = checkpoint::read_partition(dir)?.unwrap_or_default();
+        let bases = segment_bases(dir, &mut report)?;
+        let interval = config.index_interval_bytes;
+        let mut segments = BTreeMap::new();
+        let mut damaged = false;
+        for (i, &base) in bases.iter().enumerate() {
+            if damaged {
+                // Everything after a damaged segment is unreachable: offsets must stay contiguous.
+                crate::segment::delete_segment_files(dir, base)?;
+                report.segments_deleted += 1;
+                report
+                    .problems
+                    .push(format!("deleted segment {base} after a damaged segment"));
+                continue;
+            }
+            let next_base = bases.get(i + 1).copied();
+            let trusted = clean || next_base.is_some_and(|n| n <= cp.recovery_point);
+            let seg = if trusted {
+                Segment::open_clean(dir, base, interval)?
+            } else {
+                let (seg, outcome) = Segment::open_recover(dir, base, interval)?;
+                report.segments_scanned += 1;
+                if outcome.truncated_bytes > 0 {
+                    report.bytes_truncated += outcome.truncated_bytes;
+                    report.problems.push(format!(
+                        "segment {base}: truncated {} bytes: {}",
+                        outcome.truncated_bytes,
+                        outcome.reason.unwrap_or_default()
+                    ));
+                    damaged = true;
+                }
+                seg
+            };
+            segments.insert(base, Arc::new(seg));
+        }
+        let now = now_ms();
+        if segments.is_empty() {
+            let base = cp.log_start_offset.max(0);
+            segments.insert(base, Arc::new(Segment::create(dir, base, now)?));
+        }
+        let last = segments
+            .values()
+            .next_back()
+            .cloned()
+            .ok_or_else(|| Error::Internal("log without segments".into()))?;
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_end = last.next_offset().max(last.base_offset);
+        let log_start = cp.log_start_offset.max(first_base).min(log_end);
+        let mut epochs = checkpoint::read_epochs(dir).unwrap_or_else(|e| {
+            report.problems.push(format!("leader epochs reset: {e}"));
+            Vec::new()
+        });
+        epochs.retain(|&(_, o)| o < log_end);
+        for p in &report.problems {
+            tracing::warn!(dir = %dir.display(), "recovery: {p}");
+        }
+        let log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config: RwLock::new(config),
+            segments: RwLock::new(segments),
+            writer: Mutex::new(()),
+            state: Mutex::new(Writer {
+                unflushed: 0,
+                last_flush_ms: now,
+                epochs,
+            }),
+            log_start: AtomicI64::new(log_start),
+            log_end: AtomicI64::new(log_end),
+            high_watermark: AtomicI64::new(cp.high_watermark.clamp(log_start, log_end)),
+            recovery_point: Arc::new(AtomicI64::new(if clean {
+                log_end
+            } else {
+                cp.recovery_point.min(log_end)
+            })),
+            cleaner_offset: AtomicI64::new(cp.cleaner_offset.min(log_end)),
+            closed: AtomicBool::new(false),
+        };
+        if !clean {
+            // Recovery rewrote segments and indexes; make the new state the checkpointed one.
+            log.flush()?;
+        }
+        Ok((log, report))
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.config.read().clone()
+    }
+
+    /// Replaces the configuration (takes effect on the next append, roll or cleaning).
+    pub fn set_config(&self, config: Arc<LogConfig>) {
+        *self.config.write() = config;
+    }
+
+    /// First offset still readable.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// Offset below which records are committed and visible to consumers.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Sets the high watermark (clamped to `[log start, log end]`). The owner of the log (the
+    /// partition's leader) decides it; on a single node it follows the log end.
+    pub fn set_high_watermark(&self, hw: i64) {
+        let hw = hw.clamp(self.log_start_offset(), self.log_end_offset());
+        self.high_watermark.store(hw, Ordering::Release);
+    }
+
+    /// Offset below which all data and indexes are fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.read().values().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().len()
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.segments.read().keys().copied().collect()
+    }
+
+    pub(crate) fn active(&self) -> Result<Arc<Segment>> {
+        self.segments
+            .read()
+            .values()
+            .next_back()
+            .cloned()
+            .ok_or_else(|| Error::Internal("log without segments".into()))
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed(self.dir.clone()));
+        }
+        Ok(())
+    }
+
+    /// Validates and appends the record batches in `records`. For a leader append the log
+    /// assigns offsets (written into the buffer) and stamps the leader epoch. Nothing is stored
+    /// unless every batch is valid.
+    pub fn append(&self, records: &mut [u8], opts: AppendOptions) -> Result<AppendInfo> {
+        let config = self.config();
+        let valid = batch::validate_all(records, opts.origin)?;
+        for v in &valid {
+            if v.header.total_size() as u64 > config.max_message_bytes {
+                return Err(Error::BatchTooLarge {
+                    size: v.header.total_size(),
+                    max: config.max_message_bytes as usize,
+                });
+            }
+        }
+        let _w = self.writer.lock();
+        self.check_open()?;
+        let leo = self.log_end_offset();
+        let mut headers: Vec<(usize, BatchHeader)> = Vec::with_capacity(valid.len());
+        let mut next = leo;
+        let mut log_append_time = -1;
+        for v in &valid {
+            let mut h = v.header;
+            match opts.origin {
+                Origin::Client => {
+                    batch::assign(records, v.position, next, opts.leader_epoch);
+                    h.base_offset = next;
+                    h.partition_leader_epoch = opts.leader_epoch;
+                    if config.timestamp_type == TimestampType::LogAppendTime {
+                        batch::set_log_append_time(records, v.position, opts.now_ms);
+                        h.max_timestamp = opts.now_ms;
+                        log_append_time = opts.now_ms;
+                    }
+                }
+                Origin::Replica => {
+                    if h.base_offset < next {
+                        return Err(Error::invalid(
+                            v.position,
+                            format!(
+                                "replicated batch starts at offset {} but the log ends at {next}",
+                                h.base_offset
+                            ),
+                        ));
+                    }
+                }
+            }
+            next = h.next_offset();
+            headers.push((v.position, h));
+        }
+        let first = headers[0].1.base_offset;
+        let mut active = self.active()?;
+        if self.should_roll(&active, &config, records.len() as u64, next - 1, opts.now_ms) {
+            active = self.roll(first, opts.now_ms)?;
+        }
+        active.append(records, &headers, config.index_interval_bytes)?;
+        self.log_end.store(next, Ordering::Release);
+        let count: i64 = headers.iter().map(|(_, h)| h.record_count as i64).sum();
+        let max_timestamp = headers.iter().map(|(_, h)| h.max_timestamp).max().unwrap_or(-1);
+        let flush_now = {
+            let mut st = self.state.lock();
+            for (_, h) in &headers {
+                let e = h.partition_leader_epoch;
+                if e >= 0 && st.epochs.last().is_none_or(|&(last, _)| e > last) {
+                    st.epochs.push((e, h.base_offset));
+                    checkpoint::write_epochs(&self.dir, &st.epochs)?;
+                }
+            }
+            st.unflushed += count as u64;
+            config.flush.messages.is_some_and(|n| st.unflushed >= n)
+                || config
+                    .flush
+                    .ms
+                    .is_some_and(|ms| opts.now_ms - st.last_flush_ms >= ms as i64)
+        };
+        if flush_now {
+            self.flush_locked(opts.now_ms)?;
+        }
+        Ok(AppendInfo {
+            first_offset: first,
+            last_offset: next - 1,
+            batches: headers.len(),
+            records: count,
+            max_timestamp,
+            log_append_time,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn should_roll(&self, active: &Segment, c: &LogConfig, len: u64, last: i64, now: i64) -> bool {
+        if active.size() == 0 {
+            return false;
+        }
+        let max_bytes = c.segment_bytes.min(i32::MAX as u64);
+        active.size() + len > max_bytes
+            || now - active.created_ms() > c.segment_ms as i64
+            || active.index_bytes() + crate::segment::TIME_ENTRY > c.segment_index_bytes
+            || last - active.base_offset > i32::MAX as i64
+    }
+
+    /// Starts a new active segment at `base` and fsyncs the old one in the background.
+    fn roll(&self, base: i64, now: i64) -> Result<Arc<Segment>> {
+        let old = self.active()?;
+        let seg = Arc::new(Segment::create(&self.dir, base, now)?);
+        self.segments.write().insert(base, seg.clone());
+        let rp = self.recovery_point.clone();
+        // Kafka flushes a rolled segment asynchronously too: the writer must not wait for it.
+        std::thread::Builder::new()
+            .name("strom-log-flush".into())
+            .spawn(move || match old.flush() {
+                Ok(()) => {
+                    rp.fetch_max(base, Ordering::AcqRel);
+                }
+                Err(e) => tracing::error!("flushing a rolled segment failed: {e}"),
+            })
+            .map_err(|e| Error::io(&self.dir, e))?;
+        Ok(seg)
+    }
+
+    /// Forces a new segment now (even if the active one is not full).
+    pub fn roll_now(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        self.check_open()?;
+        if self.active()?.size() > 0 {
+            self.roll(self.log_end_offset(), now_ms())?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs everything written, writes indexes and checkpoints, and advances the recovery point.
+    pub fn flush(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        self.flush_locked(now_ms())
+    }
+
+    fn flush_locked(&self, now: i64) -> Result<()> {
+        let leo = self.log_end_offset();
+        let from = self.recovery_point();
+        let segs: Vec<Arc<Segment>> = {
+            let map = self.segments.read();
+            let start = map.range(..=from).next_back().map_or(i64::MIN, |(k, _)| *k);
+            map.range(start..).map(|(_, s)| s.clone()).collect()
+        };
+        for s in segs {
+            s.flush()?;
+        }
+        self.recovery_point.fetch_max(leo, Ordering::AcqRel);
+        {
+            let mut st = self.state.lock();
+            st.unflushed = 0;
+            st.last_flush_ms = now;
+        }
+        self.write_checkpoint()
+    }
+
+    /// Flushes if `flush.ms` says so (called periodically by the log manager).
+    pub fn maybe_flush(&self, now: i64) -> Result<bool> {
+        let due = {
+            let st = self.state.lock();
+            st.unflushed > 0
+                && self
+                    .config()
+                    .flush
+                    .ms
+                    .is_some_and(|ms| now - st.last_flush_ms >= ms as i64)
+        };
+        if due {
+            let _w = self.writer.lock();
+            self.flush_locked(now)?;
+        }
+        Ok(due)
+    }
+
+    pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        checkpoint::write_partition(
+            &self.dir,
+            &PartitionCheckpoint {
+                log_start_offset: self.log_start_offset(),
+                recovery_point: self.recovery_point(),
+                high_watermark: self.high_watermark(),
+                cleaner_offset: self.cleaner_offset.load(Ordering::Acquire),
+            },
+        )
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, at most `max_bytes`
+    /// (but always at least one batch, so a batch larger than `max_bytes` still makes progress).
+    pub fn read(&self, offset: i64, max_bytes: u64, limit: ReadLimit) -> Result<LogRead> {
+        let (log_start, log_end, hw) = (
+            self.log_start_offset(),
+            self.log_end_offset(),
+            self.high_watermark(),
+        );
+        let mut out = LogRead {
+            records: None,
+            log_start_offset: log_start,
+            high_watermark: hw,
+            log_end_offset: log_end,
+        };
+        if offset < log_start || offset > log_end {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let max_offset = match limit {
+            ReadLimit::LogEnd => log_end,
+            ReadLimit::HighWatermark => hw,
+            ReadLimit::Offset(o) => o.min(log_end),
+        };
+        if offset >= max_offset {
+            return Ok(out);
+        }
+        let mut seg = {
+            let map = self.segments.read();
+            map.range(..=offset)
+                .next_back()
+                .or_else(|| map.iter().next())
+                .map(|(_, s)| s.clone())
+        };
+        while let Some(s) = seg {
+            if let Some((pos, h)) = s.find(offset)? {
+                if h.last_offset() >= max_offset {
+                    return Ok(out);
+                }
+                let slice = s.slice(pos, max_bytes, max_offset)?;
+                if slice.len > 0 {
+                    out.records = Some(slice);
+                }
+                return Ok(out);
+            }
+            // `offset` lies in a gap at the end of this segment (compaction); try the next one.
+            seg = self
+                .segments
+                .read()
+                .range(s.base_offset + 1..)
+                .next()
+                .map(|(_, s)| s.clone());
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record timestamp is `>= ts`, with that record's timestamp
+    /// (`ListOffsets` by time). `None` if every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>> {
+        let segs: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let start = self.log_start_offset();
+        for s in segs {
+            if s.next_offset() <= start || s.max_timestamp() < ts {
+                continue;
+            }
+            if let Some(o) = s.find_timestamp(ts)? {
+                return Ok(Some(o.max(start)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp (`ListOffsets` -3).
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        let start = self.log_start_offset();
+        self.segments
+            .read()
+            .values()
+            .filter(|s| s.next_offset() > start && s.max_timestamp() >= 0)
+            .map(|s| s.offset_of_max_timestamp())
+            .fold(None, |best: Option<(i64, i64)>, (o, t)| match best {
+                Some((_, bt)) if bt >= t => best,
+                _ => Some((o, t)),
+            })
+    }
+
+    /// The leader epoch cache: `(epoch, first offset of that epoch)`, ascending.
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        self.state.lock().epochs.clone()
+    }
+
+    /// For `OffsetForLeaderEpoch`: the largest epoch `<= epoch` and the offset where it ended
+    /// (the start of the next epoch, or the log end for the latest one).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let epochs = self.state.lock().epochs.clone();
+        let i = epochs.partition_point(|&(e, _)| e <= epoch);
+        if i == 0 {
+            return None;
+        }
+        let end = epochs
+            .get(i)
+            .map_or(self.log_end_offset(), |&(_, start)| start);
+        Some((epochs[i - 1].0, end))
+    }
+
+    /// Removes every record at or after `offset` (a follower discarding what the leader does not
+    /// have). A batch that straddles `offset` is removed whole.
+    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        let _w = self.writer.lock();
+        self.check_open()?;
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let first_base = self.segments.read().keys().next().copied().unwrap_or(0);
+        let removed: Vec<Arc<Segment>> = {
+            let mut map = self.segments.write();
+            let keys: Vec<i64> = map.range(offset + 1..).map(|(k, _)| *k).collect();
+            let keep_first = offset <= first_base;
+            keys.into_iter()
+                .filter(|k| !(keep_first && *k == first_base))
+                .filter_map(|k| map.remove(&k))
+                .collect()
+        };
+        for s in removed {
+            s.delete_files()?;
+        }
+        let last = self.active()?;
+        last.truncate_to(offset)?;
+        let leo = last.next_offset();
+        self.log_end.store(leo, Ordering::Release);
+        if self.log_start_offset() > leo {
+            self.log_start.store(leo, Ordering::Release);
+        }
+        self.high_watermark.fetch_min(leo, Ordering::AcqRel);
+        self.recovery_point.fetch_min(leo, Ordering::AcqRel);
+        self.cleaner_offset.fetch_min(leo, Ordering::AcqRel);
+        {
+            let mut st = self.state.lock();
+            st.epochs.retain(|&(_, o)| o < leo);
+            checkpoint::write_epochs(&self.dir, &st.epochs)?;
+        }
+        self.write_checkpoint()
+    }
+
+    /// Makes every offset below `before` unreadable (`DeleteRecords`): advances the log start
+    /// offset and deletes segments that lie wholly below it. Returns the new log start offset.
+    pub fn delete_records(&self, before: i64) -> Result<i64> {
+        let _w = self.writer.lock();
+        self.check_open()?;
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if before > end || before < 0 {
+            return Err(Error::OffsetOutOfRange {
+                offset: before,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if before > start {
+            self.log_start.store(before, Ordering::Release);
+            self.write_checkpoint()?;
+        }
+        self.delete_segments_locked(|_, _| false)?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` (when the policy includes `delete`) and
+    /// deletes segments below the log start offset. Only non-active segments wholly below the
+    /// high watermark are deleted. Returns the number of segments deleted.
+    pub fn enforce_retention(&self, now: i64) -> Result<usize> {
+        let _w = self.writer.lock();
+        self.check_open()?;
+        let c = self.config();
+        let mut remaining = self.size_bytes();
+        self.delete_segments_locked(|s, _| {
+            if !c.delete {
+                return false;
+            }
+            let by_time = c
+                .retention_ms
+                .is_some_and(|ms| s.max_timestamp() >= 0 && now - s.max_timestamp() > ms as i64);
+            let by_size = c.retention_bytes.is_some_and(|max| remaining - s.size() >= max);
+            if by_time || by_size {
+                remaining -= s.size();
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Deletes the oldest segments while they lie below the log start offset or `pred` holds.
+    fn delete_segments_locked(&self, mut pred: impl FnMut(&Segment, i64) -> bool) -> Result<usize> {
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        let segs: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let mut doomed = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let Some(next) = segs.get(i + 1) else { break }; // never the active segment
+            let end = next.base_offset;
+            if end > hw && end > start {
+                break;
+            }
+            if end <= start || pred(s, end) {
+                doomed.push((s.clone(), end));
+            } else {
+                break;
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut map = self.segments.write();
+            for (s, _) in &doomed {
+                map.remove(&s.base_offset);
+            }
+        }
+        let new_start = doomed.last().map_or(start, |(_, end)| *end).max(start);
+        self.log_start.store(new_start, Ordering::Release);
+        self.high_watermark.fetch_max(new_start, Ordering::AcqRel);
+        self.write_checkpoint()?;
+        for (s, _) in &doomed {
+            tracing::debug!(dir = %self.dir.display(), base = s.base_offset, "deleting segment");
+            s.delete_files()?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Flushes and marks the log closed. Further operations fail with [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.flush_locked(now_ms())?;
+        let epochs = self.state.lock().epochs.clone();
+        checkpoint::write_epochs(&self.dir, &epochs)
+    }
+
+    /// Closes the log and deletes its directory.
+    pub fn delete(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        self.closed.store(true, Ordering::Release);
+        for s in self.segments.read().values() {
+            s.retire();
+        }
+        std::fs::remove_dir_all(&self.dir).at(&self.dir)
+    }
+}

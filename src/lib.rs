@@ -1,1 +1,13 @@
+//! # Strom
+//!
+//! A Kafka-compatible, replicated, partitioned log and stream-processing engine in one Rust
+//! workspace. This facade crate re-exports the layers so that applications depend on one crate:
+//!
+//! - [`log`]: the storage engine (segments of Kafka v2 record batches, indexes, recovery,
+//!   retention, compaction).
+//!
+//! The `strom` binary (see `strom --help`) runs the benchmarks today and the broker as it lands.
 
+pub use strom_log as log;
+
+pub mod bench;

@@ -262,7 +262,10 @@ pub fn validate_one(buf: &[u8], pos: usize, origin: Origin) -> Result<ValidBatch
         ));
     }
     if origin == Origin::Client && header.record_count == 0 && !header.is_control() {
-        return Err(Error::invalid(pos, "a batch from a producer holds no records"));
+        return Err(Error::invalid(
+            pos,
+            "a batch from a producer holds no records",
+        ));
     }
     Ok(ValidBatch {
         position: pos,
@@ -289,7 +292,8 @@ pub fn validate_all(buf: &[u8], origin: Origin) -> Result<Vec<ValidBatch>> {
 /// Writes `base_offset` and `partition_leader_epoch` into the header at `buf[pos..]`.
 /// Neither is covered by the CRC.
 pub fn assign(buf: &mut [u8], pos: usize, base_offset: i64, leader_epoch: i32) {
-    buf[pos + OFF_BASE_OFFSET..pos + OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    buf[pos + OFF_BASE_OFFSET..pos + OFF_BASE_OFFSET + 8]
+        .copy_from_slice(&base_offset.to_be_bytes());
     buf[pos + OFF_LEADER_EPOCH..pos + OFF_LEADER_EPOCH + 4]
         .copy_from_slice(&leader_epoch.to_be_bytes());
 }
@@ -301,7 +305,8 @@ pub fn set_log_append_time(buf: &mut [u8], pos: usize, now_ms: i64) {
     let total = be_i32(buf, pos + OFF_LENGTH) as usize + LOG_OVERHEAD;
     let attrs = be_i16(buf, pos + OFF_ATTRIBUTES) | ATTR_LOG_APPEND_TIME;
     buf[pos + OFF_ATTRIBUTES..pos + OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
-    buf[pos + OFF_MAX_TIMESTAMP..pos + OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    buf[pos + OFF_MAX_TIMESTAMP..pos + OFF_MAX_TIMESTAMP + 8]
+        .copy_from_slice(&now_ms.to_be_bytes());
     let crc = crc32c::crc32c(&buf[pos + OFF_ATTRIBUTES..pos + total]);
     buf[pos + OFF_CRC..pos + OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
@@ -314,7 +319,11 @@ mod tests {
     fn batch(n: usize) -> Vec<u8> {
         let mut b = BatchBuilder::new(Compression::None);
         for i in 0..n {
-            b.push(Record::new(Some(format!("k{i}")), Some(vec![i as u8; 10]), 1000 + i as i64));
+            b.push(Record::new(
+                Some(format!("k{i}")),
+                Some(vec![i as u8; 10]),
+                1000 + i as i64,
+            ));
         }
         b.build().unwrap()
     }
@@ -344,7 +353,10 @@ mod tests {
         for i in OFF_MAGIC..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x40;
-            assert!(validate_all(&c, Origin::Client).is_err(), "flip at {i} accepted");
+            assert!(
+                validate_all(&c, Origin::Client).is_err(),
+                "flip at {i} accepted"
+            );
         }
     }
 
@@ -352,7 +364,10 @@ mod tests {
     fn truncated_batches_are_rejected() {
         let b = batch(2);
         for cut in 0..b.len() {
-            assert!(validate_all(&b[..cut], Origin::Client).is_err(), "cut at {cut}");
+            assert!(
+                validate_all(&b[..cut], Origin::Client).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

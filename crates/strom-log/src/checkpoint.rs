@@ -55,10 +55,12 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 pub fn read_partition(dir: &Path) -> Result<Option<PartitionCheckpoint>> {
     let path = dir.join(PARTITION_FILE);
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::Corrupt {
-            path,
-            reason: e.to_string(),
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                path,
+                reason: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
     }

@@ -183,7 +183,9 @@ impl PartitionLog {
         let interval = self.config().index_interval_bytes;
         let (fresh, _) = Segment::open_recover(&dir, old.base_offset, interval)?;
         fresh.flush()?;
-        self.segments.write().insert(old.base_offset, Arc::new(fresh));
+        self.segments
+            .write()
+            .insert(old.base_offset, Arc::new(fresh));
         Ok(true)
     }
 }

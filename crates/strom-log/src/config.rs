@@ -123,15 +123,18 @@ pub const KEYS: &[&str] = &[
 ];
 
 fn parse_i64(key: &str, value: &str) -> Result<i64> {
-    value.trim().parse::<i64>().map_err(|_| {
-        Error::InvalidConfig(format!("{key}={value:?}: expected a whole number"))
-    })
+    value
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| Error::InvalidConfig(format!("{key}={value:?}: expected a whole number")))
 }
 
 fn parse_u64(key: &str, value: &str, min: u64) -> Result<u64> {
     let v = parse_i64(key, value)?;
     if v < min as i64 {
-        return Err(Error::InvalidConfig(format!("{key}={value}: must be at least {min}")));
+        return Err(Error::InvalidConfig(format!(
+            "{key}={value}: must be at least {min}"
+        )));
     }
     Ok(v as u64)
 }
@@ -166,11 +169,9 @@ impl LogConfig {
                         "delete" => delete = true,
                         "compact" => compact = true,
                         "" => {}
-                        other => {
-                            return Err(Error::InvalidConfig(format!(
-                                "cleanup.policy={other:?}: expected delete, compact or compact,delete"
-                            )))
-                        }
+                        other => return Err(Error::InvalidConfig(format!(
+                            "cleanup.policy={other:?}: expected delete, compact or compact,delete"
+                        ))),
                     }
                 }
                 self.delete = delete;
@@ -217,7 +218,10 @@ impl LogConfig {
     }
 
     /// `defaults` with every override in `overrides` applied.
-    pub fn with_overrides(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<Self> {
+    pub fn with_overrides(
+        defaults: &LogConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self> {
         let mut c = defaults.clone();
         for (k, v) in overrides {
             c.set(k, v)?;

@@ -45,7 +45,9 @@ pub use batch::{BatchHeader, Origin};
 pub use cleaner::CleanStats;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{Error, Result};
-pub use log::{now_ms, AppendInfo, AppendOptions, LogRead, PartitionLog, ReadLimit, RecoveryReport};
+pub use log::{
+    now_ms, AppendInfo, AppendOptions, LogRead, PartitionLog, ReadLimit, RecoveryReport,
+};
 pub use manager::{validate_topic_name, LogManager, MaintenanceStats, TopicMeta};
 pub use record::{BatchBuilder, Compression, Header, Record};
 pub use segment::{FileSlice, ScanOutcome};

@@ -179,7 +179,8 @@ fn segment_bases(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<i64>> {
         let entry = entry.at(dir)?;
         let path = entry.path();
         let ext = path.extension().and_then(|e| e.to_str());
-        if matches!(ext, Some("index") | Some("timeindex")) && !path.with_extension("log").exists() {
+        if matches!(ext, Some("index") | Some("timeindex")) && !path.with_extension("log").exists()
+        {
             std::fs::remove_file(&path).at(&path)?;
             report.stale_files_removed += 1;
         }
@@ -404,13 +405,23 @@ impl PartitionLog {
         }
         let first = headers[0].1.base_offset;
         let mut active = self.active()?;
-        if self.should_roll(&active, &config, records.len() as u64, next - 1, opts.now_ms) {
+        if self.should_roll(
+            &active,
+            &config,
+            records.len() as u64,
+            next - 1,
+            opts.now_ms,
+        ) {
             active = self.roll(first, opts.now_ms)?;
         }
         active.append(records, &headers, config.index_interval_bytes)?;
         self.log_end.store(next, Ordering::Release);
         let count: i64 = headers.iter().map(|(_, h)| h.record_count as i64).sum();
-        let max_timestamp = headers.iter().map(|(_, h)| h.max_timestamp).max().unwrap_or(-1);
+        let max_timestamp = headers
+            .iter()
+            .map(|(_, h)| h.max_timestamp)
+            .max()
+            .unwrap_or(-1);
         let flush_now = {
             let mut st = self.state.lock();
             for (_, h) in &headers {
@@ -719,7 +730,9 @@ impl PartitionLog {
             let by_time = c
                 .retention_ms
                 .is_some_and(|ms| s.max_timestamp() >= 0 && now - s.max_timestamp() > ms as i64);
-            let by_size = c.retention_bytes.is_some_and(|max| remaining - s.size() >= max);
+            let by_size = c
+                .retention_bytes
+                .is_some_and(|max| remaining - s.size() >= max);
             if by_time || by_size {
                 remaining -= s.size();
                 true

@@ -129,9 +129,6 @@ impl LogManager {
         })?;
         let marker = dir.join(CLEAN_MARKER);
         let clean = marker.exists();
-        if !clean {
-            tracing::info!(dir = %dir.display(), "no clean-shutdown marker: recovering logs");
-        }
 
         let mut topics = BTreeMap::new();
         let tdir = dir.join(TOPICS_DIR);
@@ -172,6 +169,9 @@ impl LogManager {
                 }
             });
             meta.partitions = meta.partitions.max(p + 1);
+            if !clean && logs.is_empty() {
+                tracing::info!(dir = %dir.display(), "no clean-shutdown marker: recovering logs");
+            }
             let config = Arc::new(LogConfig::with_overrides(&defaults, &meta.configs)?);
             let (log, report) = PartitionLog::open(&entry.path(), config, clean)?;
             if !report.problems.is_empty() || report.segments_scanned > 0 {
@@ -184,7 +184,9 @@ impl LogManager {
         for (topic, meta) in &topics {
             let config = Arc::new(LogConfig::with_overrides(&defaults, &meta.configs)?);
             for p in 0..meta.partitions {
-                if let std::collections::btree_map::Entry::Vacant(v) = logs.entry((topic.clone(), p)) {
+                if let std::collections::btree_map::Entry::Vacant(v) =
+                    logs.entry((topic.clone(), p))
+                {
                     let pdir = dir.join(format!("{topic}-{p}"));
                     let (log, _) = PartitionLog::open(&pdir, config.clone(), true)?;
                     v.insert(Arc::new(log));
@@ -231,7 +233,11 @@ impl LogManager {
     }
 
     fn write_topic(&self, name: &str, meta: &TopicMeta) -> Result<()> {
-        let path = self.shared.dir.join(TOPICS_DIR).join(format!("{name}.json"));
+        let path = self
+            .shared
+            .dir
+            .join(TOPICS_DIR)
+            .join(format!("{name}.json"));
         write_atomic(
             &path,
             &serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?,
@@ -284,7 +290,10 @@ impl LogManager {
                 meta.partitions
             )));
         }
-        let config = Arc::new(LogConfig::with_overrides(&self.shared.defaults, &meta.configs)?);
+        let config = Arc::new(LogConfig::with_overrides(
+            &self.shared.defaults,
+            &meta.configs,
+        )?);
         let mut logs = self.shared.logs.write();
         for p in meta.partitions..total {
             let dir = self.shared.dir.join(format!("{name}-{p}"));
@@ -302,7 +311,11 @@ impl LogManager {
         let meta = topics
             .remove(name)
             .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?;
-        let path = self.shared.dir.join(TOPICS_DIR).join(format!("{name}.json"));
+        let path = self
+            .shared
+            .dir
+            .join(TOPICS_DIR)
+            .join(format!("{name}.json"));
         std::fs::remove_file(&path).at(&path)?;
         let mut logs = self.shared.logs.write();
         for p in 0..meta.partitions {

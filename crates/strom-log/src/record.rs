@@ -420,16 +420,14 @@ impl BatchBuilder {
     /// Encodes the batch with offset 0 (the log assigns the real one on append).
     pub fn build(&self) -> Result<Vec<u8>> {
         let base_ts = self.records.first().map(|r| r.timestamp).unwrap_or(-1);
-        let max_ts = self
-            .records
-            .iter()
-            .map(|r| r.timestamp)
-            .max()
-            .unwrap_or(-1);
+        let max_ts = self.records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
         let mut body = Vec::with_capacity(
             self.records
                 .iter()
-                .map(|r| 24 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
+                .map(|r| {
+                    24 + r.key.as_ref().map_or(0, |k| k.len())
+                        + r.value.as_ref().map_or(0, |v| v.len())
+                })
                 .sum(),
         );
         let mut rec = Vec::new();
@@ -483,7 +481,18 @@ mod tests {
 
     #[test]
     fn varint_edges() {
-        for v in [0i64, 1, -1, 63, -64, 64, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut b = Vec::new();
             put_varlong(&mut b, v);
             let mut p = 0;
@@ -497,7 +506,13 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
             -1_000_000i64..1_000_000,
-            proptest::collection::vec(("[a-z]{0,5}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))), 0..3),
+            proptest::collection::vec(
+                (
+                    "[a-z]{0,5}",
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+                ),
+                0..3,
+            ),
         )
             .prop_map(|(k, v, ts, hs)| Record {
                 offset: 0,
@@ -506,7 +521,10 @@ mod tests {
                 value: v.map(Bytes::from),
                 headers: hs
                     .into_iter()
-                    .map(|(key, value)| Header { key, value: value.map(Bytes::from) })
+                    .map(|(key, value)| Header {
+                        key,
+                        value: value.map(Bytes::from),
+                    })
                     .collect(),
             })
     }
@@ -543,7 +561,10 @@ mod tests {
         let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
         assert_eq!(Compression::Snappy.decompress(&raw, 1 << 20).unwrap(), data);
         let framed = Compression::Snappy.compress(&data).unwrap();
-        assert_eq!(Compression::Snappy.decompress(&framed, 1 << 20).unwrap(), data);
+        assert_eq!(
+            Compression::Snappy.decompress(&framed, 1 << 20).unwrap(),
+            data
+        );
     }
 
     #[test]

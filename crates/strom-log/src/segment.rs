@@ -247,7 +247,10 @@ impl Segment {
                 break;
             }
             if h.last_offset() - base > u32::MAX as i64 {
-                reason = Some(format!("offset {} does not belong to this segment", h.last_offset()));
+                reason = Some(format!(
+                    "offset {} does not belong to this segment",
+                    h.last_offset()
+                ));
                 break;
             }
             expected_min = h.next_offset();
@@ -299,7 +302,10 @@ impl Segment {
             .chunks_exact(12)
             .map(|c| (batch::be_i64(c, 0), batch::be_u32(c, 8)))
             .collect();
-        let sorted = idx.offsets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+        let sorted = idx
+            .offsets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
             && idx.times.windows(2).all(|w| w[0].0 < w[1].0);
         if !sorted {
             return Err("index entries are not increasing".into());
@@ -308,7 +314,9 @@ impl Segment {
         idx.times_persisted = idx.times.len();
         let start = match idx.offsets.last() {
             Some(&(_, pos)) if pos as u64 >= log_len => {
-                return Err(format!("index points at {pos}, past the log's {log_len} bytes"))
+                return Err(format!(
+                    "index points at {pos}, past the log's {log_len} bytes"
+                ))
             }
             Some(&(_, pos)) => pos as u64,
             None => 0,
@@ -353,7 +361,12 @@ impl Segment {
 
     /// Appends whole, validated batches (`buf`) at the end of the file. `batches` lists each
     /// batch's position in `buf` and header.
-    pub fn append(&self, buf: &[u8], batches: &[(usize, BatchHeader)], interval: u64) -> Result<()> {
+    pub fn append(
+        &self,
+        buf: &[u8],
+        batches: &[(usize, BatchHeader)],
+        interval: u64,
+    ) -> Result<()> {
         let start = self.size.load(Ordering::Acquire);
         self.file.write_all_at(buf, start).at(&self.paths.log)?;
         for (pos, h) in batches {
@@ -540,7 +553,9 @@ impl Segment {
         if let Some(n) = next {
             self.next_offset.store(n, Ordering::Release);
         } else if start > 0 {
-            return Err(Error::Internal("index entry points past the truncated end".into()));
+            return Err(Error::Internal(
+                "index entry points past the truncated end".into(),
+            ));
         }
         self.rewrite_index_files()?;
         Ok(size - pos)
@@ -564,7 +579,12 @@ impl Segment {
                 out.extend_from_slice(&r.to_be_bytes());
                 out.extend_from_slice(&p.to_be_bytes());
             }
-            append_file(&self.paths.index, idx.offsets_persisted as u64 * OFFSET_ENTRY, &out, sync)?;
+            append_file(
+                &self.paths.index,
+                idx.offsets_persisted as u64 * OFFSET_ENTRY,
+                &out,
+                sync,
+            )?;
             idx.offsets_persisted = idx.offsets.len();
         }
         if idx.times_persisted < idx.times.len() {
@@ -573,7 +593,12 @@ impl Segment {
                 out.extend_from_slice(&t.to_be_bytes());
                 out.extend_from_slice(&r.to_be_bytes());
             }
-            append_file(&self.paths.timeindex, idx.times_persisted as u64 * TIME_ENTRY, &out, sync)?;
+            append_file(
+                &self.paths.timeindex,
+                idx.times_persisted as u64 * TIME_ENTRY,
+                &out,
+                sync,
+            )?;
             idx.times_persisted = idx.times.len();
         }
         Ok(())

@@ -169,9 +169,11 @@ impl LogConfig {
                         "delete" => delete = true,
                         "compact" => compact = true,
                         "" => {}
-                        other => return Err(Error::InvalidConfig(format!(
+                        other => {
+                            return Err(Error::InvalidConfig(format!(
                             "cleanup.policy={other:?}: expected delete, compact or compact,delete"
-                        ))),
+                        )))
+                        }
                     }
                 }
                 self.delete = delete;

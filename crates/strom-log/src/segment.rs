@@ -290,7 +290,9 @@ impl Segment {
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let offs = read(&self.paths.index)?;
         let times = read(&self.paths.timeindex)?;
-        if offs.len() as u64 % OFFSET_ENTRY != 0 || times.len() as u64 % TIME_ENTRY != 0 {
+        if !(offs.len() as u64).is_multiple_of(OFFSET_ENTRY)
+            || !(times.len() as u64).is_multiple_of(TIME_ENTRY)
+        {
             return Err("index file size is not a whole number of entries".into());
         }
         let mut idx = self.idx.lock();

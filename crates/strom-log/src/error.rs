@@ -71,6 +71,34 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// An idempotent producer skipped or reordered sequence numbers.
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the log expected.
+        expected: i32,
+        /// The sequence the batch carried.
+        got: i32,
+    },
+    /// A batch came from an older epoch of a producer that has since been re-initialised.
+    #[error("producer {producer_id}: epoch {epoch} is fenced by epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch the batch carried.
+        epoch: i16,
+        /// The producer's current epoch.
+        current: i16,
+    },
+    /// A producer the log has no state for sent a batch that does not start a sequence.
+    #[error("unknown producer {producer_id} (sequence {sequence} does not start at 0)")]
+    UnknownProducerId {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the batch carried.
+        sequence: i32,
+    },
     /// The log was closed; no further operations are accepted.
     #[error("the log at {} is closed", .0.display())]
     Closed(PathBuf),

@@ -38,6 +38,7 @@ pub mod config;
 mod error;
 mod log;
 mod manager;
+pub mod producer;
 pub mod record;
 mod segment;
 

@@ -21,6 +21,7 @@ use crate::batch::{self, BatchHeader, Origin};
 use crate::checkpoint::{self, PartitionCheckpoint};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{Error, IoContext, Result};
+use crate::producer::{self, ProducerStates, SequenceCheck};
 use crate::segment::{FileSlice, Segment};
 
 /// How an append treats offsets and epochs.
@@ -71,6 +72,9 @@ pub struct AppendInfo {
     pub log_append_time: i64,
     /// Log start offset after the append.
     pub log_start_offset: i64,
+    /// The batch was a retry of one already in the log (idempotent producer): nothing was
+    /// written and the offsets are those of the original.
+    pub duplicate: bool,
 }
 
 /// Upper bound for a read.
@@ -129,6 +133,7 @@ struct Writer {
     unflushed: u64,
     last_flush_ms: i64,
     epochs: Vec<(i32, i64)>,
+    producers: ProducerStates,
 }
 
 /// One partition's log.
@@ -187,6 +192,28 @@ fn segment_bases(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<i64>> {
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+/// Loads the newest producer snapshot at or below `log_end` and replays the batch headers after
+/// it.
+fn rebuild_producers(
+    dir: &Path,
+    segments: &BTreeMap<i64, Arc<Segment>>,
+    log_end: i64,
+) -> Result<ProducerStates> {
+    let (mut states, from) = producer::load_snapshot(dir, log_end)?;
+    let start = segments
+        .range(..=from)
+        .next_back()
+        .map_or(i64::MIN, |(k, _)| *k);
+    for seg in segments.range(start..).map(|(_, s)| s) {
+        for (_, h) in seg.batches()? {
+            if h.base_offset >= from {
+                states.record(&h);
+            }
+        }
+    }
+    Ok(states)
 }
 
 impl PartitionLog {
@@ -254,6 +281,7 @@ impl PartitionLog {
         for p in &report.problems {
             tracing::warn!(dir = %dir.display(), "recovery: {p}");
         }
+        let producers = rebuild_producers(dir, &segments, log_end)?;
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
@@ -263,6 +291,7 @@ impl PartitionLog {
                 unflushed: 0,
                 last_flush_ms: now,
                 epochs,
+                producers,
             }),
             log_start: AtomicI64::new(log_start),
             log_end: AtomicI64::new(log_end),
@@ -403,6 +432,20 @@ impl PartitionLog {
             next = h.next_offset();
             headers.push((v.position, h));
         }
+        if opts.origin == Origin::Client {
+            if let Some(dup) = self.check_sequences(&headers)? {
+                return Ok(AppendInfo {
+                    first_offset: dup.first_offset,
+                    last_offset: dup.last_offset,
+                    batches: 1,
+                    records: dup.last_offset - dup.first_offset + 1,
+                    max_timestamp: headers[0].1.max_timestamp,
+                    log_append_time,
+                    log_start_offset: self.log_start_offset(),
+                    duplicate: true,
+                });
+            }
+        }
         let first = headers[0].1.base_offset;
         let mut active = self.active()?;
         if self.should_roll(
@@ -425,6 +468,7 @@ impl PartitionLog {
         let flush_now = {
             let mut st = self.state.lock();
             for (_, h) in &headers {
+                st.producers.record(h);
                 let e = h.partition_leader_epoch;
                 if e >= 0 && st.epochs.last().is_none_or(|&(last, _)| e > last) {
                     st.epochs.push((e, h.base_offset));
@@ -449,7 +493,47 @@ impl PartitionLog {
             max_timestamp,
             log_append_time,
             log_start_offset: self.log_start_offset(),
+            duplicate: false,
         })
+    }
+
+    /// Checks idempotent-producer sequences of a leader append. Returns the original offsets if
+    /// the append is a retry of a batch already in the log.
+    fn check_sequences(
+        &self,
+        headers: &[(usize, BatchHeader)],
+    ) -> Result<Option<producer::BatchMeta>> {
+        if headers.iter().all(|(_, h)| h.producer_id < 0) {
+            return Ok(None);
+        }
+        let st = self.state.lock();
+        if let [(_, h)] = headers {
+            return match st.producers.check(h)? {
+                SequenceCheck::Append => Ok(None),
+                SequenceCheck::Duplicate(meta) => Ok(Some(meta)),
+            };
+        }
+        // Several batches: each must follow the one before; a retry must come alone.
+        let mut scratch = st.producers.clone();
+        for (_, h) in headers {
+            if let SequenceCheck::Duplicate(_) = scratch.check(h)? {
+                return Err(Error::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    expected: scratch
+                        .get(h.producer_id)
+                        .and_then(|e| e.batches.back())
+                        .map_or(0, |b| b.last_seq.wrapping_add(1)),
+                    got: h.base_sequence,
+                });
+            }
+            scratch.record(h);
+        }
+        Ok(None)
+    }
+
+    /// A copy of the idempotent-producer state.
+    pub fn producer_states(&self) -> ProducerStates {
+        self.state.lock().producers.clone()
     }
 
     fn should_roll(&self, active: &Segment, c: &LogConfig, len: u64, last: i64, now: i64) -> bool {
@@ -466,6 +550,8 @@ impl PartitionLog {
     /// Starts a new active segment at `base` and fsyncs the old one in the background.
     fn roll(&self, base: i64, now: i64) -> Result<Arc<Segment>> {
         let old = self.active()?;
+        let states = self.state.lock().producers.clone();
+        producer::write_snapshot(&self.dir, base, &states)?;
         let seg = Arc::new(Segment::create(&self.dir, base, now)?);
         self.segments.write().insert(base, seg.clone());
         let rp = self.recovery_point.clone();
@@ -609,14 +695,19 @@ impl PartitionLog {
     /// The first offset whose record timestamp is `>= ts`, with that record's timestamp
     /// (`ListOffsets` by time). `None` if every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>> {
+        Ok(self.record_for_timestamp(ts)?.map(|(o, _)| o))
+    }
+
+    /// Like [`PartitionLog::offset_for_timestamp`], with the found record's timestamp.
+    pub fn record_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
         let segs: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         let start = self.log_start_offset();
         for s in segs {
             if s.next_offset() <= start || s.max_timestamp() < ts {
                 continue;
             }
-            if let Some(o) = s.find_timestamp(ts)? {
-                return Ok(Some(o.max(start)));
+            if let Some((o, t)) = s.find_timestamp(ts)? {
+                return Ok(Some((o.max(start), t)));
             }
         }
         Ok(None)
@@ -686,9 +777,11 @@ impl PartitionLog {
         self.high_watermark.fetch_min(leo, Ordering::AcqRel);
         self.recovery_point.fetch_min(leo, Ordering::AcqRel);
         self.cleaner_offset.fetch_min(leo, Ordering::AcqRel);
+        let producers = rebuild_producers(&self.dir, &self.segments.read(), leo)?;
         {
             let mut st = self.state.lock();
             st.epochs.retain(|&(_, o)| o < leo);
+            st.producers = producers;
             checkpoint::write_epochs(&self.dir, &st.epochs)?;
         }
         self.write_checkpoint()
@@ -787,7 +880,11 @@ impl PartitionLog {
             return Ok(());
         }
         self.flush_locked(now_ms())?;
-        let epochs = self.state.lock().epochs.clone();
+        let (epochs, producers) = {
+            let st = self.state.lock();
+            (st.epochs.clone(), st.producers.clone())
+        };
+        producer::write_snapshot(&self.dir, self.log_end_offset(), &producers)?;
         checkpoint::write_epochs(&self.dir, &epochs)
     }
 

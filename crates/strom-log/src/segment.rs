@@ -486,8 +486,8 @@ impl Segment {
         Ok(out)
     }
 
-    /// The first offset whose record has a timestamp `>= ts`, if the segment has one.
-    pub fn find_timestamp(&self, ts: i64) -> Result<Option<i64>> {
+    /// The first record with a timestamp `>= ts` (offset, timestamp), if the segment has one.
+    pub fn find_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
         if self.max_timestamp() < ts {
             return Ok(None);
         }
@@ -504,11 +504,13 @@ impl Segment {
             if h.max_timestamp >= ts {
                 let bytes = self.read_batch(pos, &h)?;
                 let (_, records) = crate::record::decode_records(&bytes)?;
-                if let Some(r) = records.iter().find(|r| r.timestamp >= ts) {
-                    return Ok(Some(r.offset));
+                if h.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
+                    // A log-append-time batch stamps every record with max_timestamp.
+                    return Ok(records.first().map(|r| (r.offset, h.max_timestamp)));
                 }
-                // A log-append-time batch stamps every record with max_timestamp.
-                return Ok(Some(h.base_offset));
+                if let Some(r) = records.iter().find(|r| r.timestamp >= ts) {
+                    return Ok(Some((r.offset, r.timestamp)));
+                }
             }
             pos += h.total_size() as u64;
         }

@@ -1,0 +1,313 @@
+//! The broker's state and request dispatch, independent of sockets: tests drive
+//! [`Broker::handle`] directly, the server feeds it decoded frames.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use strom_log::{LogManager, PartitionLog};
+use tokio::sync::Notify;
+
+use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
+use crate::protocol::Request;
+
+/// The role this broker plays for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts produce requests and serves consumers.
+    Leader,
+    /// Copies the leader's log (the replication layer drives it).
+    Follower,
+}
+
+/// One partition as the broker sees it: the log plus its replication state. On a single node the
+/// broker leads every partition and the in-sync set is the broker itself, so the high watermark
+/// follows the log end; the replication layer fills `isr` and `follower_ends`.
+#[derive(Debug)]
+pub struct Partition {
+    /// The partition's log.
+    pub log: Arc<PartitionLog>,
+    /// Leader or follower.
+    pub role: Role,
+    /// Epoch of the current leadership.
+    pub leader_epoch: i32,
+    /// The leader's node id.
+    pub leader: i32,
+    /// All replicas' node ids.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas' node ids.
+    pub isr: Vec<i32>,
+    /// Log end offsets reported by in-sync followers.
+    pub follower_ends: Mutex<HashMap<i32, i64>>,
+}
+
+impl Partition {
+    fn leader(log: Arc<PartitionLog>, node: i32) -> Self {
+        Partition {
+            log,
+            role: Role::Leader,
+            leader_epoch: 0,
+            leader: node,
+            replicas: vec![node],
+            isr: vec![node],
+            follower_ends: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Moves the high watermark to the smallest log end among the in-sync replicas.
+    pub fn update_high_watermark(&self) {
+        let mut hw = self.log.log_end_offset();
+        let ends = self.follower_ends.lock();
+        for id in &self.isr {
+            if *id != self.leader {
+                hw = hw.min(ends.get(id).copied().unwrap_or(0));
+            }
+        }
+        if hw > self.log.high_watermark() {
+            self.log.set_high_watermark(hw);
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ClusterFile {
+    cluster_id: String,
+    node_id: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ProducerIdFile {
+    next_block: i64,
+}
+
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+#[derive(Debug)]
+struct ProducerIds {
+    next: i64,
+    block_end: i64,
+}
+
+/// A single Kafka-protocol broker.
+pub struct Broker {
+    pub(crate) config: BrokerConfig,
+    pub(crate) logs: LogManager,
+    pub(crate) cluster_id: String,
+    pub(crate) advertised: (String, i32),
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Woken on every append, for fetches waiting on `min_bytes`.
+    pub(crate) appended: Notify,
+    producer_ids: Mutex<ProducerIds>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.config.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .finish()
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::ConfigFile {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io(e)),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
+    strom_log::checkpoint::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+impl Broker {
+    /// Opens the data directory (recovering logs if the last shutdown was not clean).
+    pub fn open(config: BrokerConfig) -> Result<Self> {
+        config.validate()?;
+        let logs = LogManager::open(&config.data_dir, config.log_defaults()?)?;
+        let cluster_path = config.data_dir.join("cluster.json");
+        let cluster_id = match read_json::<ClusterFile>(&cluster_path)? {
+            Some(c) if c.node_id != config.node_id => {
+                return Err(Error::Config(format!(
+                    "data directory {} belongs to node {}, but this broker is node {}",
+                    config.data_dir.display(),
+                    c.node_id,
+                    config.node_id
+                )))
+            }
+            Some(c) => c.cluster_id,
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
+                write_json(
+                    &cluster_path,
+                    &ClusterFile {
+                        cluster_id: id.clone(),
+                        node_id: config.node_id,
+                    },
+                )?;
+                id
+            }
+        };
+        let pid_path = config.data_dir.join("producer-ids.json");
+        let next_block = read_json::<ProducerIdFile>(&pid_path)?.map_or(0, |p| p.next_block);
+        let mut partitions = HashMap::new();
+        for ((topic, p), log) in logs.logs() {
+            partitions.insert((topic, p), Arc::new(Partition::leader(log, config.node_id)));
+        }
+        let broker = Broker {
+            advertised: config.advertised_host_port()?,
+            logs,
+            cluster_id,
+            partitions: RwLock::new(partitions),
+            appended: Notify::new(),
+            producer_ids: Mutex::new(ProducerIds {
+                next: next_block,
+                block_end: next_block,
+            }),
+            config,
+        };
+        for p in broker.partitions.read().values() {
+            p.update_high_watermark();
+        }
+        Ok(broker)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The cluster id (generated on first start, kept in the data directory).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The log manager.
+    pub fn logs(&self) -> &LogManager {
+        &self.logs
+    }
+
+    /// One partition.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// Registers the partitions of a topic created or grown in the log manager.
+    pub(crate) fn adopt_partitions(&self, topic: &str) {
+        let Some(meta) = self.logs.topic(topic) else {
+            return;
+        };
+        let mut parts = self.partitions.write();
+        for p in 0..meta.partitions {
+            let key = (topic.to_string(), p);
+            if parts.contains_key(&key) {
+                continue;
+            }
+            if let Some(log) = self.logs.log(topic, p) {
+                parts.insert(key, Arc::new(Partition::leader(log, self.config.node_id)));
+            }
+        }
+    }
+
+    /// Forgets the partitions of a deleted topic.
+    pub(crate) fn drop_partitions(&self, topic: &str) {
+        self.partitions.write().retain(|(t, _), _| t != topic);
+    }
+
+    /// Allocates a fresh producer id; blocks of ids are reserved on disk so a restart never
+    /// hands out an id twice.
+    pub(crate) fn allocate_producer_id(&self) -> Result<i64> {
+        let mut ids = self.producer_ids.lock();
+        if ids.next >= ids.block_end {
+            let end = ids.next + PRODUCER_ID_BLOCK;
+            write_json(
+                &self.config.data_dir.join("producer-ids.json"),
+                &ProducerIdFile { next_block: end },
+            )?;
+            ids.block_end = end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+
+    /// Handles one request. `None` means no response is sent (`acks=0` produce).
+    pub async fn handle(&self, req: Request) -> Option<ResponseKind> {
+        let version = req.header.request_api_version;
+        let response = match req.body {
+            RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(self.api_versions(r, version)),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
+            RequestKind::Produce(r) => return self.produce(r, version).map(ResponseKind::Produce),
+            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, version)),
+            RequestKind::CreateTopics(r) => {
+                ResponseKind::CreateTopics(self.create_topics(r, version))
+            }
+            RequestKind::DeleteTopics(r) => {
+                ResponseKind::DeleteTopics(self.delete_topics(r, version))
+            }
+            RequestKind::CreatePartitions(r) => {
+                ResponseKind::CreatePartitions(self.create_partitions(r, version))
+            }
+            RequestKind::DescribeConfigs(r) => {
+                ResponseKind::DescribeConfigs(self.describe_configs(r, version))
+            }
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r)),
+            RequestKind::IncrementalAlterConfigs(r) => {
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+            }
+            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r)),
+            RequestKind::DescribeCluster(r) => {
+                ResponseKind::DescribeCluster(self.describe_cluster(r, version))
+            }
+            RequestKind::InitProducerId(r) => {
+                ResponseKind::InitProducerId(self.init_producer_id(r))
+            }
+            other => {
+                // Unreachable: the protocol layer refuses APIs outside `apis::SUPPORTED`.
+                tracing::error!(api = ?req.api, "no handler for {other:?}; this is a bug");
+                return None;
+            }
+        };
+        Some(response)
+    }
+
+    /// Flushes and closes every log, leaving the clean-shutdown marker.
+    pub fn shutdown(&self) -> Result<()> {
+        self.logs.close()?;
+        Ok(())
+    }
+
+    /// Starts the log upkeep thread (retention, compaction, timed flushes).
+    pub fn start_upkeep(&self) {
+        self.logs.start_upkeep(std::time::Duration::from_millis(
+            self.config.log_upkeep_interval_ms,
+        ));
+    }
+}
+
+/// `StrBytes` from a `String`.
+pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The API key of a response, for logs.
+pub fn api_of(r: &Request) -> ApiKey {
+    r.api
+}

@@ -1,0 +1,173 @@
+//! Broker configuration: defaults, a TOML file, `STROM_*` environment variables and flags, in
+//! increasing order of precedence (the binary applies the last two).
+//!
+//! ```toml
+//! listen = "127.0.0.1:9092"
+//! advertised = "broker1.example:9092"
+//! node-id = 1
+//! data-dir = "./strom-data"
+//! num-partitions = 1
+//! auto-create-topics = true
+//! max-request-size = 104857600
+//!
+//! [log]               # topic config defaults, Kafka's names
+//! "retention.ms" = "604800000"
+//! "segment.bytes" = "1073741824"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use strom_log::LogConfig;
+
+use crate::error::{Error, Result};
+
+/// Everything `strom server` can be told.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BrokerConfig {
+    /// Address the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// `host:port` clients are told to connect to (defaults to the listen address).
+    pub advertised: Option<String>,
+    /// This broker's id.
+    pub node_id: i32,
+    /// Where partition logs live.
+    pub data_dir: PathBuf,
+    /// Partitions of auto-created topics and of CreateTopics requests that ask for the default.
+    pub num_partitions: i32,
+    /// Replication factor used when a CreateTopics request asks for the default.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`: create unknown topics on Metadata requests.
+    pub auto_create_topics: bool,
+    /// Largest request frame accepted; bigger frames close the connection before any
+    /// allocation.
+    pub max_request_size: usize,
+    /// Topic config defaults, by Kafka name (`retention.ms`, `segment.bytes`, ...).
+    pub log: BTreeMap<String, String>,
+    /// How often retention, compaction and timed flushes run, in milliseconds.
+    pub log_upkeep_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: None,
+            node_id: 1,
+            data_dir: PathBuf::from("./strom-data"),
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics: true,
+            max_request_size: 100 * 1024 * 1024,
+            log: BTreeMap::new(),
+            log_upkeep_interval_ms: 30_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file; unknown keys are refused with their name.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| Error::ConfigFile {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })
+    }
+
+    /// The log defaults: Kafka's defaults with `log` applied.
+    pub fn log_defaults(&self) -> Result<LogConfig> {
+        LogConfig::with_overrides(&LogConfig::default(), &self.log)
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// The advertised host and port.
+    pub fn advertised_host_port(&self) -> Result<(String, i32)> {
+        match &self.advertised {
+            None => Ok((self.listen.ip().to_string(), self.listen.port() as i32)),
+            Some(a) => {
+                let (host, port) = a.rsplit_once(':').ok_or_else(|| {
+                    Error::Config(format!("advertised address {a:?} must be HOST:PORT"))
+                })?;
+                let port: u16 = port.parse().map_err(|_| {
+                    Error::Config(format!("advertised address {a:?} has a bad port"))
+                })?;
+                Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
+            }
+        }
+    }
+
+    /// Checks every value; the message names the setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.node_id < 0 {
+            return Err(Error::Config(format!(
+                "node-id must be >= 0, got {}",
+                self.node_id
+            )));
+        }
+        if self.num_partitions < 1 {
+            return Err(Error::Config(format!(
+                "num-partitions must be >= 1, got {}",
+                self.num_partitions
+            )));
+        }
+        if self.default_replication_factor < 1 {
+            return Err(Error::Config(format!(
+                "default-replication-factor must be >= 1, got {}",
+                self.default_replication_factor
+            )));
+        }
+        if self.max_request_size < 1024 || self.max_request_size > i32::MAX as usize {
+            return Err(Error::Config(format!(
+                "max-request-size must be between 1024 and {}, got {}",
+                i32::MAX,
+                self.max_request_size
+            )));
+        }
+        self.log_defaults()?;
+        self.advertised_host_port()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_log_defaults() {
+        let c: BrokerConfig = toml::from_str(
+            "listen = \"0.0.0.0:19092\"\nnode-id = 3\n[log]\n\"retention.ms\" = \"1000\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.log_defaults().unwrap().retention_ms, Some(1000));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = toml::from_str::<BrokerConfig>("listen-port = 1").unwrap_err();
+        assert!(e.message().contains("listen-port"), "{e}");
+        let c = BrokerConfig {
+            log: BTreeMap::from([("retention.ms".into(), "soon".into())]),
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retention.ms"));
+        let c = BrokerConfig {
+            advertised: Some("nohost".into()),
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

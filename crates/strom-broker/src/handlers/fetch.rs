@@ -1,0 +1,111 @@
+//! Fetch: whole batches from each requested partition, bounded by `max_bytes` and
+//! `partition_max_bytes`, waiting up to `max_wait_ms` for `min_bytes` (woken by appends).
+//! Fetch sessions (KIP-227) are declined: the response's session id is 0, so clients send full
+//! fetch requests, which is always allowed.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use strom_log::ReadLimit;
+
+use crate::broker::{Broker, Role};
+
+impl Broker {
+    pub(crate) async fn fetch(&self, r: FetchRequest, _version: i16) -> FetchResponse {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
+        loop {
+            // Register for wake-ups before reading, so an append between the read and the wait
+            // is not missed.
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (resp, bytes, errors) = self.fetch_once(&r);
+            if bytes >= r.min_bytes.max(0) as usize
+                || errors
+                || tokio::time::Instant::now() >= deadline
+            {
+                return resp;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.fetch_once(&r).0;
+            }
+        }
+    }
+
+    /// One pass over the requested partitions: the response, the bytes in it, and whether any
+    /// partition failed (which ends the wait early, as in Kafka).
+    fn fetch_once(&self, r: &FetchRequest) -> (FetchResponse, usize, bool) {
+        let follower = r.replica_id.0 >= 0 || r.replica_state.replica_id.0 >= 0;
+        let mut budget = r.max_bytes.max(0) as u64;
+        let mut total = 0usize;
+        let mut errors = false;
+        let mut topics = Vec::with_capacity(r.topics.len());
+        for t in &r.topics {
+            let name = t.topic.0.to_string();
+            let mut parts = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let mut pd = PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_preferred_read_replica(BrokerId(-1));
+                let Some(part) = self.partition(&name, p.partition) else {
+                    errors = true;
+                    parts.push(pd.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                };
+                if part.role != Role::Leader {
+                    errors = true;
+                    parts.push(pd.with_error_code(ResponseError::NotLeaderOrFollower.code()));
+                    continue;
+                }
+                let limit = if follower {
+                    ReadLimit::LogEnd
+                } else {
+                    ReadLimit::HighWatermark
+                };
+                let max = (p.partition_max_bytes.max(0) as u64).min(budget);
+                let log = &part.log;
+                pd = pd
+                    .with_high_watermark(log.high_watermark())
+                    .with_last_stable_offset(log.high_watermark())
+                    .with_log_start_offset(log.log_start_offset());
+                if max == 0 && total > 0 {
+                    parts.push(pd.with_records(Some(bytes::Bytes::new())));
+                    continue;
+                }
+                match log
+                    .read(p.fetch_offset, max.max(1), limit)
+                    .and_then(|rd| rd.bytes())
+                {
+                    Ok(bytes) => {
+                        total += bytes.len();
+                        budget = budget.saturating_sub(bytes.len() as u64);
+                        parts.push(pd.with_records(Some(bytes)));
+                    }
+                    Err(e) => {
+                        errors = true;
+                        parts.push(pd.with_error_code(super::error_code(&e).code()));
+                    }
+                }
+            }
+            topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(t.topic.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(parts),
+            );
+        }
+        (
+            FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(topics),
+            total,
+            errors,
+        )
+    }
+}

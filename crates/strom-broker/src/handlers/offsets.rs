@@ -1,0 +1,117 @@
+//! ListOffsets (earliest, latest, by timestamp, max timestamp) and DeleteRecords.
+
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
+use kafka_protocol::ResponseError;
+
+use crate::broker::{Broker, Role};
+
+/// `ListOffsets` timestamp for the log end (the high watermark for consumers).
+pub const LATEST: i64 = -1;
+/// `ListOffsets` timestamp for the log start.
+pub const EARLIEST: i64 = -2;
+/// `ListOffsets` timestamp for the record with the largest timestamp (KIP-734).
+pub const MAX_TIMESTAMP: i64 = -3;
+
+impl Broker {
+    pub(crate) fn list_offsets(&self, r: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+        let follower = r.replica_id.0 >= 0;
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let parts = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let resp = ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_timestamp(-1)
+                            .with_offset(-1);
+                        let Some(part) = self.partition(&name, p.partition_index) else {
+                            return resp
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
+                        if part.role != Role::Leader {
+                            return resp.with_error_code(ResponseError::NotLeaderOrFollower.code());
+                        }
+                        let log = &part.log;
+                        let visible_end = if follower {
+                            log.log_end_offset()
+                        } else {
+                            log.high_watermark()
+                        };
+                        let resp = resp.with_leader_epoch(part.leader_epoch);
+                        match p.timestamp {
+                            LATEST => resp.with_offset(visible_end),
+                            EARLIEST => resp.with_offset(log.log_start_offset()),
+                            MAX_TIMESTAMP if version >= 7 => match log.max_timestamp_offset() {
+                                Some((o, ts)) if o < visible_end => {
+                                    resp.with_offset(o).with_timestamp(ts)
+                                }
+                                _ => resp,
+                            },
+                            ts if ts >= 0 => match log.record_for_timestamp(ts) {
+                                Ok(Some((o, t))) if o < visible_end => {
+                                    resp.with_offset(o).with_timestamp(t)
+                                }
+                                Ok(_) => resp,
+                                Err(e) => resp.with_error_code(super::error_code(&e).code()),
+                            },
+                            _ => resp.with_error_code(ResponseError::InvalidRequest.code()),
+                        }
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(parts)
+            })
+            .collect();
+        ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    pub(crate) fn delete_records(&self, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let parts = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let resp = DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(-1);
+                        let Some(part) = self.partition(&name, p.partition_index) else {
+                            return resp
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
+                        let hw = part.log.high_watermark();
+                        // -1 means "up to the high watermark"; beyond it is out of range.
+                        let before = if p.offset == -1 { hw } else { p.offset };
+                        if before < 0 || before > hw {
+                            return resp.with_error_code(ResponseError::OffsetOutOfRange.code());
+                        }
+                        match part.log.delete_records(before) {
+                            Ok(low) => resp.with_low_watermark(low),
+                            Err(e) => resp.with_error_code(super::error_code(&e).code()),
+                        }
+                    })
+                    .collect();
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(parts)
+            })
+            .collect();
+        DeleteRecordsResponse::default().with_topics(topics)
+    }
+}

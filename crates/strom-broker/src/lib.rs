@@ -1,0 +1,29 @@
+//! # strom-broker: the Kafka-protocol broker
+//!
+//! `strom server` runs this crate. It speaks the Kafka wire protocol (codecs from the
+//! `kafka-protocol` crate) so existing producers, consumers and tools work unchanged, and stores
+//! every partition in a [`strom_log::PartitionLog`].
+//!
+//! - [`protocol`]: framing and request decoding, no I/O.
+//! - [`apis`]: the APIs and versions advertised.
+//! - [`broker`]: partitions, roles, high watermarks, producer ids; [`Broker::handle`] answers one
+//!   request without sockets.
+//! - [`handlers`]: one module per group of APIs (find where an API is handled in its table).
+//! - [`server`]: the tokio TCP server: connections, pipelining, graceful shutdown.
+//!
+//! Each partition has a role (leader or follower), a leader epoch and a high watermark distinct
+//! from its log end; on a single node the broker leads everything and the high watermark follows
+//! the log end, which is what the replication layer will build on.
+
+pub mod apis;
+pub mod broker;
+pub mod config;
+mod error;
+pub mod handlers;
+pub mod protocol;
+pub mod server;
+
+pub use broker::{Broker, Partition, Role};
+pub use config::BrokerConfig;
+pub use error::{Error, Result};
+pub use server::Server;

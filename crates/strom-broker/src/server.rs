@@ -1,0 +1,148 @@
+//! The TCP server: accepts connections and runs one task per connection.
+//!
+//! A connection reads frames, handles them one at a time and writes each response before
+//! handling the next request, so pipelined requests are answered in order (as Kafka does).
+//! Anything that is not a valid request closes that connection only, with one log line naming
+//! the client. Shutdown stops accepting, lets every connection finish the request it is
+//! handling, then flushes the logs and marks them clean.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::error::Result;
+use crate::protocol::{self, Decoded};
+
+/// A bound listener, ready to [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the broker's listen address.
+    pub async fn bind(broker: Arc<Broker>) -> Result<Self> {
+        let listener = TcpListener::bind(broker.config().listen).await?;
+        Ok(Server { broker, listener })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then drains connections and closes the logs cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let broker = self.broker.clone();
+                        let stop = stop_rx.clone();
+                        conns.spawn(async move { serve(broker, stream, peer, stop).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections did not finish within 10 s; closing them");
+            conns.abort_all();
+        }
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || broker.shutdown())
+            .await
+            .map_err(|e| crate::Error::Internal(e.to_string()))??;
+        tracing::info!("logs flushed and closed cleanly");
+        Ok(())
+    }
+}
+
+async fn serve(
+    broker: Arc<Broker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max = broker.config().max_request_size;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        loop {
+            let frame = match protocol::next_frame(&mut buf, max) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, "closing connection: {e}");
+                    return;
+                }
+            };
+            let out = match protocol::decode_request(frame) {
+                Ok(Decoded::Request(req)) => {
+                    let (api, version, corr) = (
+                        req.api,
+                        req.header.request_api_version,
+                        req.header.correlation_id,
+                    );
+                    match broker.handle(*req).await {
+                        Some(resp) => protocol::encode_response(api, version, corr, &resp),
+                        None => continue,
+                    }
+                }
+                Ok(Decoded::ApiVersionsFallback { correlation_id }) => {
+                    protocol::api_versions_fallback(correlation_id)
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, "closing connection: {e}");
+                    return;
+                }
+            };
+            let bytes = match out {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(%peer, "encoding a response failed (a bug): {e}");
+                    return;
+                }
+            };
+            if let Err(e) = stream.write_all(&bytes).await {
+                tracing::debug!(%peer, "write failed: {e}");
+                return;
+            }
+        }
+        tokio::select! {
+            n = stream.read_buf(&mut buf) => match n {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, "read failed: {e}");
+                    return;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -38,7 +38,8 @@ fn check(data: &[u8], origin: Origin) {
             Origin::Replica => assert!(h.record_count as i64 <= span),
         }
         // Validating the batch on its own gives the same answer.
-        let alone = batch::validate_one(bytes, 0, origin).expect("batch valid in place but not alone");
+        let alone =
+            batch::validate_one(bytes, 0, origin).expect("batch valid in place but not alone");
         assert_eq!(alone.header, *h);
         // A valid batch may still hold malformed records; decoding must not panic either way.
         if let Ok((dh, records)) = record::decode_records(bytes) {
@@ -57,7 +58,11 @@ fn crc32c_of(b: &[u8]) -> u32 {
     for &byte in b {
         crc ^= byte as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

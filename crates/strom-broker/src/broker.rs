@@ -98,7 +98,7 @@ pub struct Broker {
     pub(crate) config: BrokerConfig,
     pub(crate) logs: LogManager,
     pub(crate) cluster_id: String,
-    pub(crate) advertised: (String, i32),
+    advertised: RwLock<(String, i32)>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     /// Woken on every append, for fetches waiting on `min_bytes`.
     pub(crate) appended: Notify,
@@ -168,7 +168,7 @@ impl Broker {
             partitions.insert((topic, p), Arc::new(Partition::leader(log, config.node_id)));
         }
         let broker = Broker {
-            advertised: config.advertised_host_port()?,
+            advertised: RwLock::new(config.advertised_host_port()?),
             logs,
             cluster_id,
             partitions: RwLock::new(partitions),
@@ -193,6 +193,17 @@ impl Broker {
     /// The cluster id (generated on first start, kept in the data directory).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The host and port clients are told to connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        self.advertised.read().clone()
+    }
+
+    /// Sets the advertised address once the listener is bound (when none was configured, the
+    /// bound address is advertised, so port 0 works).
+    pub fn set_advertised(&self, host: String, port: i32) {
+        *self.advertised.write() = (host, port);
     }
 
     /// The log manager.

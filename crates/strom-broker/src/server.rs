@@ -32,6 +32,10 @@ impl Server {
     /// Binds the broker's listen address.
     pub async fn bind(broker: Arc<Broker>) -> Result<Self> {
         let listener = TcpListener::bind(broker.config().listen).await?;
+        if broker.config().advertised.is_none() {
+            let addr = listener.local_addr()?;
+            broker.set_advertised(addr.ip().to_string(), addr.port() as i32);
+        }
         Ok(Server { broker, listener })
     }
 

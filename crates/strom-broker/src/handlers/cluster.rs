@@ -20,7 +20,7 @@ impl Broker {
         r: DescribeClusterRequest,
         _v: i16,
     ) -> DescribeClusterResponse {
-        let (host, port) = self.advertised.clone();
+        let (host, port) = self.advertised();
         DescribeClusterResponse::default()
             .with_endpoint_type(r.endpoint_type)
             .with_cluster_id(sb(self.cluster_id.clone()))

@@ -19,7 +19,7 @@ pub(crate) fn topic_uuid(id: &str) -> Uuid {
 
 impl Broker {
     pub(crate) fn metadata(&self, r: MetadataRequest, version: i16) -> MetadataResponse {
-        let (host, port) = self.advertised.clone();
+        let (host, port) = self.advertised();
         let brokers = vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(self.config.node_id))
             .with_host(sb(host))

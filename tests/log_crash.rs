@@ -213,7 +213,11 @@ fn crash_and_damage(n: usize, seed: u64, flush_at: Option<usize>, last: bool, d:
     logs.close().expect("close");
     drop(logs);
     let logs = LogManager::open(dir.path(), LogConfig::default()).expect("clean reopen");
-    assert!(logs.recovery_reports().is_empty());
+    assert!(
+        logs.recovery_reports().is_empty(),
+        "{:?}",
+        logs.recovery_reports()
+    );
     assert_eq!(read_all(&logs).len(), before + 3);
 }
 

@@ -1,7 +1,7 @@
 //! Shared test harness: a real broker on a free loopback port, either inside the test process
 //! (fast, lets tests reach the broker's state) or as a `strom server` child process (so tests can
 //! kill -9 it), plus a minimal raw Kafka-protocol client for request-level tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

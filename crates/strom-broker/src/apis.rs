@@ -48,7 +48,6 @@ pub fn advertised() -> Vec<ApiVersion> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::ApiKey;
 
     #[test]
     fn every_advertised_range_is_one_the_codec_can_encode() {

@@ -117,18 +117,20 @@ impl BatchHeader {
     }
 
     /// Total size of the batch on disk, header included.
+    /// (A negative length, possible only in unvalidated bytes, counts as zero.)
     pub fn total_size(&self) -> usize {
-        self.batch_length as usize + LOG_OVERHEAD
+        self.batch_length.max(0) as usize + LOG_OVERHEAD
     }
 
     /// Offset of the last record the batch covers.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     /// Offset just past the batch.
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
@@ -251,6 +253,14 @@ pub fn validate_one(buf: &[u8], pos: usize, origin: Origin) -> Result<ValidBatch
                     "record count {} exceeds the {span} offsets the batch spans",
                     header.record_count
                 ),
+            ))
+        }
+        Origin::Replica
+            if header.base_offset < 0 || header.base_offset.checked_add(span).is_none() =>
+        {
+            return Err(Error::invalid(
+                pos,
+                format!("base offset {} is out of range", header.base_offset),
             ))
         }
         _ => {}

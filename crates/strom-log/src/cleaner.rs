@@ -130,7 +130,7 @@ impl PartitionLog {
             stats.records_removed += removed;
             stats.bytes_after += out.len() as u64;
             if self.swap_in(s, &out)? {
-                if out.is_empty() {
+                if out.is_empty() && self.segments.read().get(&s.base_offset).is_none() {
                     stats.segments_removed += 1;
                 } else {
                     stats.segments_rewritten += 1;
@@ -164,7 +164,10 @@ impl PartitionLog {
             return Ok(false);
         }
         old.retire();
-        if cleaned.is_empty() {
+        // The first segment stays even when empty, so the log start offset (which a restart
+        // derives from the first segment) does not move.
+        let is_first = self.segments.read().keys().next() == Some(&old.base_offset);
+        if cleaned.is_empty() && !is_first {
             self.segments.write().remove(&old.base_offset);
             std::fs::remove_file(&tmp).at(&tmp)?;
             old.delete_files()?;

@@ -150,6 +150,9 @@ pub struct PartitionLog {
     recovery_point: Arc<AtomicI64>,
     pub(crate) cleaner_offset: AtomicI64,
     closed: AtomicBool,
+    /// The background fsync of the last rolled segment; the next one waits for it, so the
+    /// recovery point only ever covers segments that are all on disk.
+    roll_flush: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -242,11 +245,20 @@ impl PartitionLog {
             }
             let next_base = bases.get(i + 1).copied();
             let trusted = clean || next_base.is_some_and(|n| n <= cp.recovery_point);
-            let seg = if trusted {
+            let (seg, scan) = if trusted {
                 Segment::open_clean(dir, base, interval)?
             } else {
                 let (seg, outcome) = Segment::open_recover(dir, base, interval)?;
+                (seg, Some(outcome))
+            };
+            if let Some(outcome) = scan {
                 report.segments_scanned += 1;
+                if trusted {
+                    report.problems.push(format!(
+                        "segment {base}: rescanned: {}",
+                        outcome.reason.clone().unwrap_or_default()
+                    ));
+                }
                 if outcome.truncated_bytes > 0 {
                     report.bytes_truncated += outcome.truncated_bytes;
                     report.problems.push(format!(
@@ -256,8 +268,7 @@ impl PartitionLog {
                     ));
                     damaged = true;
                 }
-                seg
-            };
+            }
             segments.insert(base, Arc::new(seg));
         }
         let now = now_ms();
@@ -303,6 +314,7 @@ impl PartitionLog {
             })),
             cleaner_offset: AtomicI64::new(cp.cleaner_offset.min(log_end)),
             closed: AtomicBool::new(false),
+            roll_flush: Mutex::new(None),
         };
         if !clean {
             // Recovery rewrote segments and indexes; make the new state the checkpointed one.
@@ -447,6 +459,12 @@ impl PartitionLog {
             }
         }
         let first = headers[0].1.base_offset;
+        if next - 1 - first > i32::MAX as i64 {
+            return Err(Error::invalid(
+                0,
+                format!("one append may span at most 2^31 offsets ({first}..{next})"),
+            ));
+        }
         let mut active = self.active()?;
         if self.should_roll(
             &active,
@@ -538,7 +556,8 @@ impl PartitionLog {
 
     fn should_roll(&self, active: &Segment, c: &LogConfig, len: u64, last: i64, now: i64) -> bool {
         if active.size() == 0 {
-            return false;
+            // Only a replica append far beyond the empty segment's base needs a new one.
+            return last - active.base_offset > i32::MAX as i64;
         }
         let max_bytes = c.segment_bytes.min(i32::MAX as u64);
         active.size() + len > max_bytes
@@ -553,18 +572,36 @@ impl PartitionLog {
         let states = self.state.lock().producers.clone();
         producer::write_snapshot(&self.dir, base, &states)?;
         let seg = Arc::new(Segment::create(&self.dir, base, now)?);
-        self.segments.write().insert(base, seg.clone());
+        {
+            let mut map = self.segments.write();
+            if old.size() == 0 {
+                // An empty active segment is replaced, not kept.
+                map.remove(&old.base_offset);
+            }
+            map.insert(base, seg.clone());
+        }
+        if old.size() == 0 {
+            old.delete_files()?;
+            return Ok(seg);
+        }
         let rp = self.recovery_point.clone();
+        let previous = self.roll_flush.lock().take();
         // Kafka flushes a rolled segment asynchronously too: the writer must not wait for it.
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("strom-log-flush".into())
-            .spawn(move || match old.flush() {
-                Ok(()) => {
-                    rp.fetch_max(base, Ordering::AcqRel);
+            .spawn(move || {
+                if let Some(p) = previous {
+                    let _ = p.join();
                 }
-                Err(e) => tracing::error!("flushing a rolled segment failed: {e}"),
+                match old.flush() {
+                    Ok(()) => {
+                        rp.fetch_max(base, Ordering::AcqRel);
+                    }
+                    Err(e) => tracing::error!("flushing a rolled segment failed: {e}"),
+                }
             })
             .map_err(|e| Error::io(&self.dir, e))?;
+        *self.roll_flush.lock() = Some(handle);
         Ok(seg)
     }
 
@@ -716,15 +753,29 @@ impl PartitionLog {
     /// Offset and timestamp of the record with the largest timestamp (`ListOffsets` -3).
     pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
         let start = self.log_start_offset();
-        self.segments
+        let best = self
+            .segments
             .read()
             .values()
             .filter(|s| s.next_offset() > start && s.max_timestamp() >= 0)
-            .map(|s| s.offset_of_max_timestamp())
-            .fold(None, |best: Option<(i64, i64)>, (o, t)| match best {
-                Some((_, bt)) if bt >= t => best,
-                _ => Some((o, t)),
-            })
+            .fold(None, |best: Option<Arc<Segment>>, s| match best {
+                Some(b) if b.max_timestamp() >= s.max_timestamp() => Some(b),
+                _ => Some(s.clone()),
+            })?;
+        let (batch_last, ts) = best.offset_of_max_timestamp();
+        // The index knows the batch; the exact record needs the batch's records (KAFKA-16310).
+        let exact = || -> Result<Option<i64>> {
+            let Some((pos, h)) = best.find(batch_last)? else {
+                return Ok(None);
+            };
+            if h.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
+                return Ok(Some(h.base_offset));
+            }
+            let (_, records) = crate::record::decode_records(&best.read_batch(pos, &h)?)?;
+            Ok(records.iter().find(|r| r.timestamp == ts).map(|r| r.offset))
+        };
+        let offset = exact().ok().flatten().unwrap_or(batch_last);
+        Some((offset.max(start), ts))
     }
 
     /// The leader epoch cache: `(epoch, first offset of that epoch)`, ascending.
@@ -793,7 +844,8 @@ impl PartitionLog {
         let _w = self.writer.lock();
         self.check_open()?;
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
-        if before > end || before < 0 {
+        // As in Kafka, only committed records (below the high watermark) can be deleted.
+        if before > self.high_watermark() || before < 0 {
             return Err(Error::OffsetOutOfRange {
                 offset: before,
                 log_start: start,
@@ -879,6 +931,9 @@ impl PartitionLog {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        if let Some(h) = self.roll_flush.lock().take() {
+            let _ = h.join();
+        }
         self.flush_locked(now_ms())?;
         let (epochs, producers) = {
             let st = self.state.lock();
@@ -896,5 +951,15 @@ impl PartitionLog {
             s.retire();
         }
         std::fs::remove_dir_all(&self.dir).at(&self.dir)
+    }
+}
+
+impl Drop for PartitionLog {
+    /// Waits for a background fsync of a rolled segment, so nothing of this log writes files
+    /// after it is gone (as a process exit would stop it).
+    fn drop(&mut self) {
+        if let Some(h) = self.roll_flush.get_mut().take() {
+            let _ = h.join();
+        }
     }
 }

@@ -36,6 +36,9 @@ pub struct TopicMeta {
     pub topic_id: String,
     /// Config overrides; everything else comes from the manager's defaults.
     pub configs: BTreeMap<String, String>,
+    /// Set while the topic is being deleted; an open that finds it finishes the deletion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// What one maintenance round did.
@@ -103,6 +106,17 @@ fn new_topic_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// Removes leftovers of interrupted atomic writes (`*.tmp`) in `dir`.
+fn remove_tmp_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        if path.extension().is_some_and(|e| e == "tmp") && path.is_file() {
+            std::fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
     let (topic, p) = name.rsplit_once('-')?;
     let p: i32 = p.parse().ok()?;
@@ -132,6 +146,8 @@ impl LogManager {
 
         let mut topics = BTreeMap::new();
         let tdir = dir.join(TOPICS_DIR);
+        remove_tmp_files(&dir)?;
+        remove_tmp_files(&tdir)?;
         for entry in std::fs::read_dir(&tdir).at(&tdir)? {
             let path = entry.at(&tdir)?.path();
             let Some(name) = path
@@ -146,6 +162,18 @@ impl LogManager {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
+            if meta.deleting {
+                // A deletion was interrupted: finish it.
+                tracing::info!(topic = name, "finishing an interrupted topic deletion");
+                for p in 0..meta.partitions {
+                    let pdir = dir.join(format!("{name}-{p}"));
+                    if pdir.exists() {
+                        std::fs::remove_dir_all(&pdir).at(&pdir)?;
+                    }
+                }
+                std::fs::remove_file(&path).at(&path)?;
+                continue;
+            }
             topics.insert(name.to_string(), meta);
         }
 
@@ -166,6 +194,7 @@ impl LogManager {
                     partitions: 0,
                     topic_id: new_topic_id(),
                     configs: BTreeMap::new(),
+                    deleting: false,
                 }
             });
             meta.partitions = meta.partitions.max(p + 1);
@@ -266,6 +295,7 @@ impl LogManager {
             partitions,
             topic_id: new_topic_id(),
             configs: configs.clone(),
+            deleting: false,
         };
         self.write_topic(name, &meta)?;
         let mut logs = self.shared.logs.write();

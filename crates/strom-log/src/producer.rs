@@ -77,7 +77,7 @@ impl ProducerStates {
             return Ok(SequenceCheck::Append);
         }
         let Some(e) = self.entries.get(&h.producer_id) else {
-            return if h.base_sequence == 0 || h.base_sequence < 0 {
+            return if h.base_sequence <= 0 {
                 Ok(SequenceCheck::Append)
             } else {
                 Err(Error::UnknownProducerId {
@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn sequences_wrap() {
         let b = h(1, 0, i32::MAX - 1, 3, 0);
-        assert_eq!(last_sequence(&b), 1);
+        assert_eq!(last_sequence(&b), 0);
         let mut s = ProducerStates::default();
         s.record(&h(1, 0, 0, 1, 0));
         s.entries

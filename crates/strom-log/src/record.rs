@@ -277,6 +277,9 @@ fn put_nullable(out: &mut Vec<u8>, v: Option<&[u8]>) {
 pub fn decode_records(batch_bytes: &[u8]) -> Result<(BatchHeader, Vec<Record>)> {
     let header =
         BatchHeader::parse(batch_bytes).ok_or_else(|| Error::invalid(0, "short batch header"))?;
+    if (header.batch_length as i64) < (HEADER_SIZE - batch::LOG_OVERHEAD) as i64 {
+        return Err(Error::invalid(0, "batch length smaller than a header"));
+    }
     let end = header.total_size().min(batch_bytes.len());
     let raw = batch_bytes.get(HEADER_SIZE..end).unwrap_or_default();
     let codec = Compression::from_id(header.compression())?;
@@ -311,8 +314,12 @@ pub fn decode_records(batch_bytes: &[u8]) -> Result<(BatchHeader, Vec<Record>)> 
         if pos != rec_end {
             return Err(bad("record length disagrees with its fields"));
         }
+        let offset = header
+            .base_offset
+            .checked_add(off_delta as i64)
+            .ok_or_else(|| bad("offset overflows"))?;
         records.push(Record {
-            offset: header.base_offset + off_delta as i64,
+            offset,
             timestamp: header.base_timestamp.wrapping_add(ts_delta),
             key,
             value,
@@ -353,6 +360,8 @@ pub struct BatchBuilder {
     /// Offset deltas to use instead of 0..n (the cleaner keeps the originals).
     deltas: Option<Vec<i32>>,
     last_offset_delta: Option<i32>,
+    /// The header's max timestamp when it is not the records' (log-append-time batches).
+    max_timestamp: Option<i64>,
     base_offset: i64,
     leader_epoch: i32,
 }
@@ -367,6 +376,7 @@ impl BatchBuilder {
             records: Vec::new(),
             deltas: None,
             last_offset_delta: None,
+            max_timestamp: None,
             base_offset: 0,
             leader_epoch: -1,
         }
@@ -412,6 +422,8 @@ impl BatchBuilder {
             records,
             deltas: Some(deltas),
             last_offset_delta: Some(header.last_offset_delta),
+            max_timestamp: (header.attributes & batch::ATTR_LOG_APPEND_TIME != 0)
+                .then_some(header.max_timestamp),
             base_offset: header.base_offset,
             leader_epoch: header.partition_leader_epoch,
         })
@@ -420,7 +432,9 @@ impl BatchBuilder {
     /// Encodes the batch with offset 0 (the log assigns the real one on append).
     pub fn build(&self) -> Result<Vec<u8>> {
         let base_ts = self.records.first().map(|r| r.timestamp).unwrap_or(-1);
-        let max_ts = self.records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
+        let max_ts = self
+            .max_timestamp
+            .unwrap_or_else(|| self.records.iter().map(|r| r.timestamp).max().unwrap_or(-1));
         let mut body = Vec::with_capacity(
             self.records
                 .iter()
@@ -574,5 +588,41 @@ mod tests {
             let z = c.compress(&data).unwrap();
             assert!(c.decompress(&z, 1000).is_err(), "{c:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use super::*;
+
+    fn one_batch() -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(Record::new(Some("k"), Some("v"), 1000));
+        b.push(Record::new(Some("k"), Some("w"), 1001));
+        b.build().expect("build")
+    }
+
+    /// Found by the fuzzer: a negative batch length overflowed `total_size`.
+    #[test]
+    fn negative_batch_length_is_an_error_not_a_panic() {
+        let mut b = one_batch();
+        b[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        assert!(decode_records(&b).is_err());
+        assert!(batch::validate_all(&b, batch::Origin::Replica).is_err());
+    }
+
+    /// A CRC-valid batch whose base offset (outside the CRC) is near `i64::MAX`.
+    #[test]
+    fn base_offset_near_the_top_is_refused_not_overflowed() {
+        let mut b = one_batch();
+        batch::assign(&mut b, 0, i64::MAX - 1, 0);
+        assert!(batch::validate_all(&b, batch::Origin::Replica).is_err());
+        batch::assign(&mut b, 0, i64::MAX, 0);
+        assert!(
+            decode_records(&b).is_err(),
+            "offset of the second record overflows"
+        );
+        batch::assign(&mut b, 0, -5, 0);
+        assert!(batch::validate_all(&b, batch::Origin::Replica).is_err());
     }
 }

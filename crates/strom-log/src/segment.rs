@@ -167,39 +167,48 @@ impl Segment {
         Ok(Self::with_file(paths, base, file, now_ms))
     }
 
-    /// Opens a segment written before a clean shutdown: loads its index files (rebuilding them
-    /// if missing or inconsistent) and reads only the batch headers after the last index entry.
-    pub fn open_clean(dir: &Path, base: i64, interval: u64) -> Result<Self> {
+    /// Opens a segment written before a clean shutdown: loads its index files and reads only the
+    /// batch headers after the last index entry. If the index files are missing or inconsistent,
+    /// or the tail is not whole batches, it falls back to a validating scan and returns what the
+    /// scan found.
+    pub fn open_clean(dir: &Path, base: i64, interval: u64) -> Result<(Self, Option<ScanOutcome>)> {
         let paths = SegmentPaths::new(dir, base);
         let file = open_rw(&paths.log, false)?;
         let len = file.metadata().at(&paths.log)?.len();
         let seg = Self::with_file(paths, base, file, 0);
         seg.size.store(len, Ordering::Release);
-        match seg.load_indexes(len) {
+        let problem = match seg.load_indexes(len) {
             Ok(start) => {
                 // Trust everything the index covers; walk headers of the short tail after it.
                 let mut pos = start;
-                while pos < len {
-                    match seg.header_at(pos, len)? {
-                        Some(h) => {
+                loop {
+                    if pos >= len {
+                        break (pos != len).then(|| "the tail overruns the file".to_string());
+                    }
+                    match seg.header_at(pos, len) {
+                        Ok(Some(h)) => {
                             seg.note_batch(&h, pos, interval);
                             pos += h.total_size() as u64;
                         }
-                        None => break,
+                        Ok(None) => break Some(format!("a partial header at position {pos}")),
+                        Err(Error::Corrupt { reason, .. }) => break Some(reason),
+                        Err(e) => return Err(e),
                     }
                 }
-                if pos != len {
-                    // The tail is not whole batches: fall back to a validating scan.
-                    drop(seg);
-                    return Self::open_recover(dir, base, interval).map(|(s, _)| s);
-                }
-                seg.finish_load();
-                Ok(seg)
             }
-            Err(reason) => {
-                tracing::warn!(segment = %seg.paths.log.display(), %reason, "rebuilding index");
+            Err(reason) => Some(reason),
+        };
+        match problem {
+            None => {
+                seg.finish_load();
+                Ok((seg, None))
+            }
+            Some(reason) => {
+                tracing::warn!(segment = %seg.paths.log.display(), %reason, "scanning the segment");
                 drop(seg);
-                Self::open_recover(dir, base, interval).map(|(s, _)| s)
+                let (seg, mut outcome) = Self::open_recover(dir, base, interval)?;
+                outcome.reason.get_or_insert(reason);
+                Ok((seg, Some(outcome)))
             }
         }
     }
@@ -287,6 +296,10 @@ impl Segment {
 
     /// Loads index files; returns the file position after which batches are not indexed.
     fn load_indexes(&self, log_len: u64) -> std::result::Result<u64, String> {
+        if log_len == 0 {
+            // Nothing to index (and an empty segment never wrote its index files).
+            return Ok(0);
+        }
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let offs = read(&self.paths.index)?;
         let times = read(&self.paths.timeindex)?;

@@ -13,7 +13,7 @@ impl Broker {
     /// `None` for `acks=0`: the client expects no response.
     pub(crate) fn produce(&self, r: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
         let acks = r.acks;
-        let valid_acks = matches!(acks, 0 | 1 | -1);
+        let valid_acks = (-1..=1).contains(&acks);
         let transactional = r.transactional_id.is_some();
         let mut responses = Vec::with_capacity(r.topic_data.len());
         let mut appended = false;

@@ -18,11 +18,11 @@ impl Broker {
     pub(crate) fn describe_cluster(
         &self,
         r: DescribeClusterRequest,
-        _v: i16,
+        version: i16,
     ) -> DescribeClusterResponse {
         let (host, port) = self.advertised();
         DescribeClusterResponse::default()
-            .with_endpoint_type(r.endpoint_type)
+            .with_endpoint_type(if version >= 1 { r.endpoint_type } else { 1 })
             .with_cluster_id(sb(self.cluster_id.clone()))
             .with_controller_id(BrokerId(self.config.node_id))
             .with_cluster_authorized_operations(i32::MIN)

@@ -92,8 +92,10 @@ impl Broker {
                             .with_name(sb(k.clone()))
                             .with_value(Some(sb(v.clone())))
                             .with_read_only(read_only)
-                            .with_config_source(source)
-                            .with_config_type(config_type(&k));
+                            .with_config_source(source);
+                        if version >= 3 {
+                            c = c.with_config_type(config_type(&k));
+                        }
                         if r.include_synonyms && version >= 1 {
                             c = c.with_synonyms(vec![DescribeConfigsSynonym::default()
                                 .with_name(sb(k))

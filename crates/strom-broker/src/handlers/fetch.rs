@@ -13,7 +13,7 @@ use strom_log::ReadLimit;
 use crate::broker::{Broker, Role};
 
 impl Broker {
-    pub(crate) async fn fetch(&self, r: FetchRequest, _version: i16) -> FetchResponse {
+    pub(crate) async fn fetch(&self, r: FetchRequest, version: i16) -> FetchResponse {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
         loop {
@@ -22,7 +22,7 @@ impl Broker {
             let notified = self.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (resp, bytes, errors) = self.fetch_once(&r);
+            let (resp, bytes, errors) = self.fetch_once(&r, version);
             if bytes >= r.min_bytes.max(0) as usize
                 || errors
                 || tokio::time::Instant::now() >= deadline
@@ -30,14 +30,14 @@ impl Broker {
                 return resp;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.fetch_once(&r).0;
+                return self.fetch_once(&r, version).0;
             }
         }
     }
 
     /// One pass over the requested partitions: the response, the bytes in it, and whether any
     /// partition failed (which ends the wait early, as in Kafka).
-    fn fetch_once(&self, r: &FetchRequest) -> (FetchResponse, usize, bool) {
+    fn fetch_once(&self, r: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
         let follower = r.replica_id.0 >= 0 || r.replica_state.replica_id.0 >= 0;
         let mut budget = r.max_bytes.max(0) as u64;
         let mut total = 0usize;
@@ -52,7 +52,8 @@ impl Broker {
                     .with_high_watermark(-1)
                     .with_last_stable_offset(-1)
                     .with_log_start_offset(-1)
-                    .with_preferred_read_replica(BrokerId(-1));
+                    .with_preferred_read_replica(BrokerId(-1))
+                    .with_aborted_transactions(Some(Vec::new()));
                 let Some(part) = self.partition(&name, p.partition) else {
                     errors = true;
                     parts.push(pd.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
@@ -72,8 +73,10 @@ impl Broker {
                 let log = &part.log;
                 pd = pd
                     .with_high_watermark(log.high_watermark())
-                    .with_last_stable_offset(log.high_watermark())
-                    .with_log_start_offset(log.log_start_offset());
+                    .with_last_stable_offset(log.high_watermark());
+                if version >= 5 {
+                    pd = pd.with_log_start_offset(log.log_start_offset());
+                }
                 if max == 0 && total > 0 {
                     parts.push(pd.with_records(Some(bytes::Bytes::new())));
                     continue;

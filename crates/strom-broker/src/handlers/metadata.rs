@@ -41,7 +41,7 @@ impl Broker {
                 .logs
                 .topics()
                 .into_iter()
-                .map(|(name, _)| self.topic_metadata(&name))
+                .map(|(name, _)| self.topic_metadata(&name, version))
                 .collect(),
             Some(list) => list
                 .into_iter()
@@ -69,16 +69,21 @@ impl Broker {
                                 .with_error_code(code.code());
                         }
                     }
-                    self.topic_metadata(&name)
+                    self.topic_metadata(&name, version)
                 })
                 .collect(),
         };
-        MetadataResponse::default()
+        let mut resp = MetadataResponse::default()
             .with_brokers(brokers)
-            .with_cluster_id(Some(sb(self.cluster_id.clone())))
-            .with_controller_id(BrokerId(self.config.node_id))
             .with_topics(topics)
-            .with_cluster_authorized_operations(i32::MIN)
+            .with_cluster_authorized_operations(i32::MIN);
+        if version >= 1 {
+            resp = resp.with_controller_id(BrokerId(self.config.node_id));
+        }
+        if version >= 2 {
+            resp = resp.with_cluster_id(Some(sb(self.cluster_id.clone())));
+        }
+        resp
     }
 
     fn auto_create(&self, name: &str) -> Result<(), ResponseError> {
@@ -106,7 +111,7 @@ impl Broker {
         }
     }
 
-    pub(crate) fn topic_metadata(&self, name: &str) -> MetadataResponseTopic {
+    pub(crate) fn topic_metadata(&self, name: &str, version: i16) -> MetadataResponseTopic {
         let t = MetadataResponseTopic::default()
             .with_name(Some(TopicName(sb(name))))
             .with_topic_authorized_operations(i32::MIN);
@@ -119,7 +124,7 @@ impl Broker {
                 match self.partition(name, p) {
                     Some(part) => mp
                         .with_leader_id(BrokerId(part.leader))
-                        .with_leader_epoch(part.leader_epoch)
+                        .with_leader_epoch(if version >= 7 { part.leader_epoch } else { -1 })
                         .with_replica_nodes(part.replicas.iter().map(|&n| BrokerId(n)).collect())
                         .with_isr_nodes(part.isr.iter().map(|&n| BrokerId(n)).collect()),
                     None => mp
@@ -128,8 +133,12 @@ impl Broker {
                 }
             })
             .collect();
-        t.with_topic_id(topic_uuid(&meta.topic_id))
-            .with_is_internal(name.starts_with("__"))
+        let t = if version >= 10 {
+            t.with_topic_id(topic_uuid(&meta.topic_id))
+        } else {
+            t
+        };
+        t.with_is_internal(version >= 1 && name.starts_with("__"))
             .with_partitions(partitions)
     }
 }

@@ -49,7 +49,11 @@ impl Broker {
                         } else {
                             log.high_watermark()
                         };
-                        let resp = resp.with_leader_epoch(part.leader_epoch);
+                        let resp = if version >= 4 {
+                            resp.with_leader_epoch(part.leader_epoch)
+                        } else {
+                            resp
+                        };
                         match p.timestamp {
                             LATEST => resp.with_offset(visible_end),
                             EARLIEST => resp.with_offset(log.log_start_offset()),

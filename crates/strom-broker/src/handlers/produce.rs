@@ -11,7 +11,7 @@ use crate::broker::{sb, Broker, Role};
 
 impl Broker {
     /// `None` for `acks=0`: the client expects no response.
-    pub(crate) fn produce(&self, r: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+    pub(crate) fn produce(&self, r: ProduceRequest, version: i16) -> Option<ProduceResponse> {
         let acks = r.acks;
         let valid_acks = (-1..=1).contains(&acks);
         let transactional = r.transactional_id.is_some();
@@ -26,10 +26,11 @@ impl Broker {
                     .with_base_offset(-1)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
+                // error_message exists from v8 on.
                 let fail = |code: ResponseError, msg: Option<String>| {
                     resp.clone()
                         .with_error_code(code.code())
-                        .with_error_message(msg.map(sb))
+                        .with_error_message(msg.filter(|_| version >= 8).map(sb))
                 };
                 if !valid_acks {
                     parts.push(fail(ResponseError::InvalidRequiredAcks, None));
@@ -72,11 +73,13 @@ impl Broker {
                             appended = true;
                             partition.update_high_watermark();
                         }
-                        parts.push(
-                            resp.with_base_offset(info.first_offset)
-                                .with_log_append_time_ms(info.log_append_time)
-                                .with_log_start_offset(info.log_start_offset),
-                        );
+                        let mut ok = resp
+                            .with_base_offset(info.first_offset)
+                            .with_log_append_time_ms(info.log_append_time);
+                        if version >= 5 {
+                            ok = ok.with_log_start_offset(info.log_start_offset);
+                        }
+                        parts.push(ok);
                     }
                     Err(e) => {
                         let code = super::error_code(&e);

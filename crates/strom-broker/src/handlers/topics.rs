@@ -24,7 +24,7 @@ const BROKER_COUNT: i16 = 1;
 type Refusal = (ResponseError, String);
 
 impl Broker {
-    pub(crate) fn create_topics(&self, r: CreateTopicsRequest, _v: i16) -> CreateTopicsResponse {
+    pub(crate) fn create_topics(&self, r: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
         let topics = r
             .topics
             .into_iter()
@@ -36,12 +36,19 @@ impl Broker {
                     .with_replication_factor(-1);
                 match self.create_one(&name, &t, r.validate_only) {
                     Ok((partitions, rf, config, overrides)) => {
-                        let id = self.logs.topic(&name).map(|m| topic_uuid(&m.topic_id));
+                        // Partition count, replication factor and configs came in v5, ids in v7.
+                        let mut result = result;
+                        if version >= 5 {
+                            result = result
+                                .with_num_partitions(partitions)
+                                .with_replication_factor(rf)
+                                .with_configs(Some(describe_for_create(&config, &overrides)));
+                        }
+                        if version >= 7 {
+                            let id = self.logs.topic(&name).map(|m| topic_uuid(&m.topic_id));
+                            result = result.with_topic_id(id.unwrap_or_default());
+                        }
                         result
-                            .with_topic_id(id.unwrap_or_default())
-                            .with_num_partitions(partitions)
-                            .with_replication_factor(rf)
-                            .with_configs(Some(describe_for_create(&config, &overrides)))
                     }
                     Err((code, msg)) => {
                         tracing::debug!(topic = %name, "create refused: {msg}");
@@ -173,7 +180,7 @@ impl Broker {
                     }
                     Err(e) => res
                         .with_error_code(super::error_code(&e).code())
-                        .with_error_message(Some(sb(e.to_string()))),
+                        .with_error_message((version >= 5).then(|| sb(e.to_string()))),
                 }
             })
             .collect();

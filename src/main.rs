@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Keeps a request that claims billions of elements from aborting the broker (see the module).
+#[global_allocator]
+static ALLOC: strom_broker::alloc::LazyHugeAlloc = strom_broker::alloc::LazyHugeAlloc;
+
 /// Strom: a Kafka-compatible log and stream-processing engine.
 #[derive(Debug, Parser)]
 #[command(name = "strom", version, about)]
@@ -224,6 +228,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic is a bug; report it as one line rather than a backtrace on the console.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("internal error (a bug in strom, please report it): {info}");
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => run_server(*args),

@@ -16,6 +16,10 @@ use strom::broker::{Broker, BrokerConfig, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// As in the `strom` binary: hostile element counts must not abort the in-process broker.
+#[global_allocator]
+static ALLOC: strom::broker::alloc::LazyHugeAlloc = strom::broker::alloc::LazyHugeAlloc;
+
 /// A broker running on the test's tokio runtime.
 pub struct TestBroker {
     pub addr: SocketAddr,

@@ -10,11 +10,13 @@
 //!   request without sockets.
 //! - [`handlers`]: one module per group of APIs (find where an API is handled in its table).
 //! - [`server`]: the tokio TCP server: connections, pipelining, graceful shutdown.
+//! - [`alloc`]: a global allocator that keeps hostile element counts from aborting the broker.
 //!
 //! Each partition has a role (leader or follower), a leader epoch and a high watermark distinct
 //! from its log end; on a single node the broker leads everything and the high watermark follows
 //! the log end, which is what the replication layer will build on.
 
+pub mod alloc;
 pub mod apis;
 pub mod broker;
 pub mod config;

@@ -101,6 +101,9 @@ pub enum Decoded {
 
 /// Decodes one frame body.
 pub fn decode_request(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
+    if frame.len() < 8 {
+        return Err(ProtocolError::BadLength(frame.len() as i32));
+    }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);

@@ -174,12 +174,7 @@ impl PartitionLog {
             return Ok(true);
         }
         for p in [&old.paths.index, &old.paths.timeindex] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(crate::Error::io(p, e))
-                }
-                _ => {}
-            }
+            checkpoint::remove_if_exists(p)?;
         }
         std::fs::rename(&tmp, &old.paths.log).at(&old.paths.log)?;
         checkpoint::sync_dir(&dir)?;

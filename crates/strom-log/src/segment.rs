@@ -159,10 +159,7 @@ impl Segment {
         let file = open_rw(&paths.log, true)?;
         file.set_len(0).at(&paths.log)?;
         for p in [&paths.index, &paths.timeindex] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(p, e)),
-                _ => {}
-            }
+            crate::checkpoint::remove_if_exists(p)?;
         }
         Ok(Self::with_file(paths, base, file, now_ms))
     }
@@ -642,12 +639,7 @@ impl Segment {
     pub fn delete_files(&self) -> Result<()> {
         let mut idx = self.idx.lock();
         idx.retired = true;
-        for p in [&self.paths.log, &self.paths.index, &self.paths.timeindex] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(p, e)),
-                _ => {}
-            }
-        }
+        delete_segment_files_at(&self.paths)?;
         drop(idx);
         Ok(())
     }
@@ -666,12 +658,12 @@ impl Segment {
 
 /// Deletes the files of the segment at `base` in `dir` without opening it.
 pub(crate) fn delete_segment_files(dir: &Path, base: i64) -> Result<()> {
-    let p = SegmentPaths::new(dir, base);
+    delete_segment_files_at(&SegmentPaths::new(dir, base))
+}
+
+fn delete_segment_files_at(p: &SegmentPaths) -> Result<()> {
     for p in [&p.log, &p.index, &p.timeindex] {
-        match std::fs::remove_file(p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(p, e)),
-            _ => {}
-        }
+        crate::checkpoint::remove_if_exists(p)?;
     }
     Ok(())
 }

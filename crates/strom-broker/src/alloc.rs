@@ -81,9 +81,8 @@ unsafe impl GlobalAlloc for LazyHugeAlloc {
         }
         if old_huge && new_huge {
             // SAFETY: `ptr` is a mapping of `layout.size()` bytes made by `map`.
-            let p = unsafe {
-                libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE)
-            };
+            let p =
+                unsafe { libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE) };
             return if p == libc::MAP_FAILED {
                 std::ptr::null_mut()
             } else {

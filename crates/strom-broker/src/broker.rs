@@ -93,6 +93,18 @@ struct ProducerIds {
     block_end: i64,
 }
 
+/// What to do after handling a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this response.
+    Respond(ResponseKind),
+    /// Send nothing (a successful `acks=0` produce).
+    Nothing,
+    /// Close the connection: the only way to tell an `acks=0` producer that an append failed,
+    /// so that it refreshes its metadata (as Kafka does).
+    Close,
+}
+
 /// A single Kafka-protocol broker.
 pub struct Broker {
     pub(crate) config: BrokerConfig,
@@ -258,13 +270,13 @@ impl Broker {
         Ok(id)
     }
 
-    /// Handles one request. `None` means no response is sent (`acks=0` produce).
-    pub async fn handle(&self, req: Request) -> Option<ResponseKind> {
+    /// Handles one request.
+    pub async fn handle(&self, req: Request) -> Reply {
         let version = req.header.request_api_version;
         let response = match req.body {
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(self.api_versions(r, version)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
-            RequestKind::Produce(r) => return self.produce(r, version).map(ResponseKind::Produce),
+            RequestKind::Produce(r) => return self.produce(r, version),
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, version)),
             RequestKind::CreateTopics(r) => {
@@ -293,10 +305,10 @@ impl Broker {
             other => {
                 // Unreachable: the protocol layer refuses APIs outside `apis::SUPPORTED`.
                 tracing::error!(api = ?req.api, "no handler for {other:?}; this is a bug");
-                return None;
+                return Reply::Close;
             }
         };
-        Some(response)
+        Reply::Respond(response)
     }
 
     /// Flushes and closes every log, leaving the clean-shutdown marker.

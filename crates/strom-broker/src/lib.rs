@@ -25,7 +25,7 @@ pub mod handlers;
 pub mod protocol;
 pub mod server;
 
-pub use broker::{Broker, Partition, Role};
+pub use broker::{Broker, Partition, Reply, Role};
 pub use config::BrokerConfig;
 pub use error::{Error, Result};
 pub use server::Server;

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Reply};
 use crate::error::Result;
 use crate::protocol::{self, Decoded};
 
@@ -113,8 +113,14 @@ async fn serve(
                         req.header.correlation_id,
                     );
                     match broker.handle(*req).await {
-                        Some(resp) => protocol::encode_response(api, version, corr, &resp),
-                        None => continue,
+                        Reply::Respond(resp) => {
+                            protocol::encode_response(api, version, corr, &resp)
+                        }
+                        Reply::Nothing => continue,
+                        Reply::Close => {
+                            tracing::debug!(%peer, "closing connection after a failed acks=0 produce");
+                            return;
+                        }
                     }
                 }
                 Ok(Decoded::ApiVersionsFallback { correlation_id }) => {

@@ -674,6 +674,18 @@ impl PartitionLog {
     /// Reads whole batches starting with the one that contains `offset`, at most `max_bytes`
     /// (but always at least one batch, so a batch larger than `max_bytes` still makes progress).
     pub fn read(&self, offset: i64, max_bytes: u64, limit: ReadLimit) -> Result<LogRead> {
+        self.read_with(offset, max_bytes, limit, true)
+    }
+
+    /// Like [`PartitionLog::read`]; with `min_one` false, `max_bytes` is a hard bound even for
+    /// the first batch (a fetch's later partitions once the response has data, KIP-74).
+    pub fn read_with(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        limit: ReadLimit,
+        min_one: bool,
+    ) -> Result<LogRead> {
         let (log_start, log_end, hw) = (
             self.log_start_offset(),
             self.log_end_offset(),
@@ -712,7 +724,7 @@ impl PartitionLog {
                 if h.last_offset() >= max_offset {
                     return Ok(out);
                 }
-                let slice = s.slice(pos, max_bytes, max_offset)?;
+                let slice = s.slice(pos, max_bytes, max_offset, min_one)?;
                 if slice.len > 0 {
                     out.records = Some(slice);
                 }

@@ -451,9 +451,16 @@ impl Segment {
         Ok(None)
     }
 
-    /// Whole batches from `start` (a batch boundary): at least one batch, then more while the
-    /// total stays within `max_bytes` and each batch ends below `max_offset`.
-    pub fn slice(&self, start: u64, max_bytes: u64, max_offset: i64) -> Result<FileSlice> {
+    /// Whole batches from `start` (a batch boundary) while the total stays within `max_bytes`
+    /// and each batch ends below `max_offset`; with `min_one`, the first batch is included even
+    /// if it alone is larger than `max_bytes`.
+    pub fn slice(
+        &self,
+        start: u64,
+        max_bytes: u64,
+        max_offset: i64,
+        min_one: bool,
+    ) -> Result<FileSlice> {
         let limit = self.size();
         let mut end = start;
         while let Some(h) = self.header_at(end, limit)? {
@@ -461,7 +468,7 @@ impl Segment {
                 break;
             }
             let next = end + h.total_size() as u64;
-            if end > start && next - start > max_bytes {
+            if (end > start || !min_one) && next - start > max_bytes {
                 break;
             }
             end = next;

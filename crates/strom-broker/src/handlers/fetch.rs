@@ -77,12 +77,10 @@ impl Broker {
                 if version >= 5 {
                     pd = pd.with_log_start_offset(log.log_start_offset());
                 }
-                if max == 0 && total > 0 {
-                    parts.push(pd.with_records(Some(bytes::Bytes::new())));
-                    continue;
-                }
+                // KIP-74: only the first partition with data may exceed the budget (by one batch).
+                let first = total == 0;
                 match log
-                    .read(p.fetch_offset, max.max(1), limit)
+                    .read_with(p.fetch_offset, max, limit, first)
                     .and_then(|rd| rd.bytes())
                 {
                     Ok(bytes) => {

@@ -62,8 +62,16 @@ impl Broker {
                             }
                         },
                     };
-                    if self.logs.topic(&name).is_none() && auto_create {
-                        if let Err(code) = self.auto_create(&name) {
+                    if self.logs.topic(&name).is_none() {
+                        // As Kafka: an invalid name is refused as such, created or not.
+                        let refused = if strom_log::validate_topic_name(&name).is_err() {
+                            Some(ResponseError::InvalidTopicException)
+                        } else if auto_create {
+                            self.auto_create(&name).err()
+                        } else {
+                            None
+                        };
+                        if let Some(code) = refused {
                             return MetadataResponseTopic::default()
                                 .with_name(Some(TopicName(sb(name))))
                                 .with_error_code(code.code());

@@ -3,15 +3,16 @@
 //! `min.insync.replicas` is still checked against the in-sync set.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 use strom_log::AppendOptions;
 
-use crate::broker::{sb, Broker, Role};
+use crate::broker::{sb, Broker, Reply, Role};
 
 impl Broker {
-    /// `None` for `acks=0`: the client expects no response.
-    pub(crate) fn produce(&self, r: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    /// For `acks=0` the client expects no response: nothing is sent, or, if any partition failed,
+    /// the connection is closed.
+    pub(crate) fn produce(&self, r: ProduceRequest, version: i16) -> Reply {
         let acks = r.acks;
         let valid_acks = (-1..=1).contains(&acks);
         let transactional = r.transactional_id.is_some();
@@ -98,8 +99,14 @@ impl Broker {
             self.appended.notify_waiters();
         }
         if acks == 0 {
-            return None;
+            let failed = responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+                .any(|p| p.error_code != 0);
+            return if failed { Reply::Close } else { Reply::Nothing };
         }
-        Some(ProduceResponse::default().with_responses(responses))
+        Reply::Respond(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ))
     }
 }

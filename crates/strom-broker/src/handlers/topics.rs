@@ -24,7 +24,11 @@ const BROKER_COUNT: i16 = 1;
 type Refusal = (ResponseError, String);
 
 impl Broker {
-    pub(crate) fn create_topics(&self, r: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    pub(crate) fn create_topics(
+        &self,
+        r: CreateTopicsRequest,
+        version: i16,
+    ) -> CreateTopicsResponse {
         let topics = r
             .topics
             .into_iter()

@@ -25,11 +25,10 @@ async fn advertises_exactly_what_is_implemented() {
             .unwrap();
         assert_eq!((produce.min_version, produce.max_version), (3, 9));
         assert_eq!(resp.api_keys.len(), strom::broker::apis::SUPPORTED.len());
-        // Nothing unimplemented is advertised: no group coordinator yet.
-        assert!(!resp
-            .api_keys
-            .iter()
-            .any(|k| k.api_key == ApiKey::JoinGroup as i16));
+        // Nothing unimplemented is advertised: no transactions yet.
+        let has = |api: ApiKey| resp.api_keys.iter().any(|k| k.api_key == api as i16);
+        assert!(!has(ApiKey::AddPartitionsToTxn));
+        assert!(has(ApiKey::JoinGroup));
     }
     b.stop().await;
 }

@@ -25,6 +25,34 @@ fn records() -> bytes::Bytes {
     b.build().unwrap().into()
 }
 
+/// Joins `group` as a new consumer (handling MEMBER_ID_REQUIRED) at `version`; returns the
+/// member id and generation.
+async fn join(c: &mut RawClient, group: &str, version: i16) -> (String, i32) {
+    let mut member = String::new();
+    for _ in 0..2 {
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(&member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(s("range"))
+            .with_metadata(bytes::Bytes::from_static(b"meta"))]);
+        let r = c.call(&req, version).await;
+        if r.error_code == 79 {
+            member = r.member_id.to_string();
+            continue;
+        }
+        assert_eq!(r.error_code, 0, "join v{version}");
+        assert_eq!(r.leader, r.member_id);
+        assert_eq!(r.members.len(), 1);
+        return (r.member_id.to_string(), r.generation_id);
+    }
+    panic!("join v{version} asked for a member id twice");
+}
+
 async fn exercise(c: &mut RawClient, api: ApiKey, v: i16) {
     match api {
         ApiKey::Produce => {
@@ -199,6 +227,154 @@ async fn exercise(c: &mut RawClient, api: ApiKey, v: i16) {
             assert_eq!(r.error_code, 0, "v{v}");
             assert!(r.producer_id.0 >= 0, "v{v}");
         }
+        ApiKey::FindCoordinator => {
+            let mut req = FindCoordinatorRequest::default().with_key_type(0);
+            if v >= 4 {
+                req = req.with_coordinator_keys(vec![s("g1"), s("g2")]);
+            } else {
+                req = req.with_key(s("g1"));
+            }
+            let r = c.call(&req, v).await;
+            if v >= 4 {
+                assert_eq!(r.coordinators.len(), 2);
+                assert!(r
+                    .coordinators
+                    .iter()
+                    .all(|c| c.error_code == 0 && c.node_id.0 == 1));
+            } else {
+                assert_eq!((r.error_code, r.node_id.0), (0, 1), "v{v}");
+            }
+        }
+        ApiKey::JoinGroup => {
+            let (member, generation) = join(c, &format!("join-v{v}"), v).await;
+            assert!(
+                !member.is_empty() && generation == 1,
+                "v{v}: {member} {generation}"
+            );
+        }
+        ApiKey::SyncGroup => {
+            let g = format!("sync-v{v}");
+            let (member, generation) = join(c, &g, 5).await;
+            let req = SyncGroupRequest::default()
+                .with_group_id(GroupId(s(&g)))
+                .with_generation_id(generation)
+                .with_member_id(s(&member))
+                .with_protocol_type(Some(s("consumer")))
+                .with_protocol_name(Some(s("range")))
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(s(&member))
+                        .with_assignment(bytes::Bytes::from_static(b"assigned")),
+                ]);
+            let r = c.call(&req, v).await;
+            assert_eq!(r.error_code, 0, "v{v}");
+            assert_eq!(r.assignment.as_ref(), b"assigned");
+        }
+        ApiKey::Heartbeat => {
+            let g = format!("hb-v{v}");
+            let (member, generation) = join(c, &g, 5).await;
+            let req = HeartbeatRequest::default()
+                .with_group_id(GroupId(s(&g)))
+                .with_generation_id(generation)
+                .with_member_id(s(&member));
+            assert_eq!(c.call(&req, v).await.error_code, 0, "v{v}");
+        }
+        ApiKey::LeaveGroup => {
+            let g = format!("leave-v{v}");
+            let (member, _) = join(c, &g, 5).await;
+            let mut req = LeaveGroupRequest::default().with_group_id(GroupId(s(&g)));
+            if v >= 3 {
+                req = req.with_members(vec![
+                    leave_group_request::MemberIdentity::default().with_member_id(s(&member))
+                ]);
+            } else {
+                req = req.with_member_id(s(&member));
+            }
+            let r = c.call(&req, v).await;
+            assert_eq!(r.error_code, 0, "v{v}");
+        }
+        ApiKey::OffsetCommit => {
+            let req = OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("committer")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic("versions"))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]);
+            let r = c.call(&req, v).await;
+            assert_eq!(r.topics[0].partitions[0].error_code, 0, "v{v}");
+        }
+        ApiKey::OffsetFetch => {
+            let req = OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("committer")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic("versions"))
+                        .with_partition_indexes(vec![0]),
+                ]));
+            let r = c.call(&req, v).await;
+            assert_eq!(r.topics[0].partitions[0].committed_offset, 1, "v{v}");
+        }
+        ApiKey::ListGroups => {
+            let r = c.call(&ListGroupsRequest::default(), v).await;
+            assert!(
+                r.groups
+                    .iter()
+                    .any(|g| g.group_id.0.as_str() == "committer"),
+                "v{v}"
+            );
+        }
+        ApiKey::DescribeGroups => {
+            let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("committer"))]);
+            let r = c.call(&req, v).await;
+            assert_eq!(r.groups[0].group_state.as_str(), "Empty", "v{v}");
+        }
+        ApiKey::DeleteGroups => {
+            let g = format!("deleted-v{v}");
+            let commit = OffsetCommitRequest::default()
+                .with_group_id(GroupId(s(&g)))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic("versions"))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]);
+            c.call(&commit, 8).await;
+            let r = c
+                .call(
+                    &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(&g))]),
+                    v,
+                )
+                .await;
+            assert_eq!(r.results[0].error_code, 0, "v{v}");
+        }
+        ApiKey::OffsetDelete => {
+            let req = OffsetDeleteRequest::default()
+                .with_group_id(GroupId(s("committer")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(topic("versions"))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]);
+            let r = c.call(&req, v).await;
+            assert_eq!(
+                (r.error_code, r.topics[0].partitions[0].error_code),
+                (0, 0),
+                "v{v}"
+            );
+        }
         other => panic!("{other:?} is advertised but this test does not exercise it"),
     }
 }
@@ -206,7 +382,7 @@ async fn exercise(c: &mut RawClient, api: ApiKey, v: i16) {
 #[tokio::test]
 async fn every_advertised_version_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(dir.path(), |_| {}).await;
+    let b = TestBroker::start(dir.path(), |c| c.group_initial_rebalance_delay_ms = 0).await;
     let mut c = RawClient::connect(b.addr).await;
     // The topic most calls use (auto-created by Metadata v1).
     let md = MetadataRequest::default().with_topics(Some(vec![

@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
+use crate::group::machine::GroupConfig;
+use crate::group::{store, GroupCoordinator};
 use crate::protocol::Request;
 
 /// The role this broker plays for a partition.
@@ -97,7 +99,7 @@ struct ProducerIds {
 #[derive(Debug)]
 pub enum Reply {
     /// Send this response.
-    Respond(ResponseKind),
+    Respond(Box<ResponseKind>),
     /// Send nothing (a successful `acks=0` produce).
     Nothing,
     /// Close the connection: the only way to tell an `acks=0` producer that an append failed,
@@ -115,6 +117,7 @@ pub struct Broker {
     /// Woken on every append, for fetches waiting on `min_bytes`.
     pub(crate) appended: Notify,
     producer_ids: Mutex<ProducerIds>,
+    groups: GroupCoordinator,
 }
 
 impl std::fmt::Debug for Broker {
@@ -177,8 +180,23 @@ impl Broker {
         let next_block = read_json::<ProducerIdFile>(&pid_path)?.map_or(0, |p| p.next_block);
         let mut partitions = HashMap::new();
         for ((topic, p), log) in logs.logs() {
-            partitions.insert((topic, p), Arc::new(Partition::leader(log, config.node_id)));
+            let part = Arc::new(Partition::leader(log, config.node_id));
+            part.update_high_watermark();
+            partitions.insert((topic, p), part);
         }
+        let offsets_partitions: Vec<Arc<Partition>> =
+            (0..logs.topic(store::TOPIC).map_or(0, |m| m.partitions))
+                .filter_map(|p| partitions.get(&(store::TOPIC.to_string(), p)).cloned())
+                .collect();
+        let groups = GroupCoordinator::open(
+            GroupConfig {
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                offsets_retention_ms: config.offsets_retention_minutes * 60_000,
+            },
+            offsets_partitions,
+        )?;
         let broker = Broker {
             advertised: RwLock::new(config.advertised_host_port()?),
             logs,
@@ -189,12 +207,42 @@ impl Broker {
                 next: next_block,
                 block_end: next_block,
             }),
+            groups,
             config,
         };
-        for p in broker.partitions.read().values() {
-            p.update_high_watermark();
-        }
         Ok(broker)
+    }
+
+    /// The consumer-group coordinator.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
+    }
+
+    /// Creates `__consumer_offsets` on first use of a group API, as Kafka does.
+    pub(crate) fn ensure_offsets_topic(&self) {
+        if self.groups.has_store() {
+            return;
+        }
+        let configs = std::collections::BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
+        ]);
+        match self
+            .logs
+            .create_topic(store::TOPIC, self.config.offsets_topic_partitions, &configs)
+        {
+            Ok(_) | Err(strom_log::Error::TopicAlreadyExists(_)) => {}
+            Err(e) => {
+                tracing::error!("creating {} failed: {e}", store::TOPIC);
+                return;
+            }
+        }
+        self.adopt_partitions(store::TOPIC);
+        let n = self.logs.topic(store::TOPIC).map_or(0, |m| m.partitions);
+        let parts = (0..n)
+            .filter_map(|p| self.partition(store::TOPIC, p))
+            .collect();
+        self.groups.attach_store(parts);
     }
 
     /// The configuration.
@@ -273,7 +321,34 @@ impl Broker {
     /// Handles one request.
     pub async fn handle(&self, req: Request) -> Reply {
         let version = req.header.request_api_version;
+        let client_id = req
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let host = req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
+        if crate::apis::is_group_api(req.api) {
+            self.ensure_offsets_topic();
+        }
         let response = match req.body {
+            RequestKind::FindCoordinator(r) => {
+                ResponseKind::FindCoordinator(self.find_coordinator(r, version))
+            }
+            RequestKind::JoinGroup(r) => {
+                ResponseKind::JoinGroup(self.join_group(r, version, client_id, host).await)
+            }
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, version).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r)),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(r, version)),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r)),
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r, version)),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r, version)),
+            RequestKind::DescribeGroups(r) => {
+                ResponseKind::DescribeGroups(self.describe_groups(r, version))
+            }
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r)),
+            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r)),
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(self.api_versions(r, version)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
             RequestKind::Produce(r) => return self.produce(r, version),
@@ -308,7 +383,7 @@ impl Broker {
                 return Reply::Close;
             }
         };
-        Reply::Respond(response)
+        Reply::Respond(Box::new(response))
     }
 
     /// Flushes and closes every log, leaving the clean-shutdown marker.

@@ -49,6 +49,16 @@ pub struct BrokerConfig {
     pub log: BTreeMap<String, String>,
     /// How often retention, compaction and timed flushes run, in milliseconds.
     pub log_upkeep_interval_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_partitions: i32,
+    /// `offsets.retention.minutes`: committed offsets of an empty group expire after this.
+    pub offsets_retention_minutes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -64,6 +74,11 @@ impl Default for BrokerConfig {
             max_request_size: 100 * 1024 * 1024,
             log: BTreeMap::new(),
             log_upkeep_interval_ms: 30_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            offsets_topic_partitions: 50,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 }
@@ -129,6 +144,20 @@ impl BrokerConfig {
                 i32::MAX,
                 self.max_request_size
             )));
+        }
+        if self.offsets_topic_partitions < 1 {
+            return Err(Error::Config(format!(
+                "offsets-topic-partitions must be >= 1, got {}",
+                self.offsets_topic_partitions
+            )));
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return Err(Error::Config(
+                "group-min-session-timeout-ms must be >= 1 and <= group-max-session-timeout-ms"
+                    .into(),
+            ));
         }
         self.log_defaults()?;
         self.advertised_host_port()?;

@@ -9,6 +9,7 @@
 //! - [`broker`]: partitions, roles, high watermarks, producer ids; [`Broker::handle`] answers one
 //!   request without sockets.
 //! - [`handlers`]: one module per group of APIs (find where an API is handled in its table).
+//! - [`group`]: the consumer-group coordinator (a pure state machine plus its runtime).
 //! - [`server`]: the tokio TCP server: connections, pipelining, graceful shutdown.
 //! - [`alloc`]: a global allocator that keeps hostile element counts from aborting the broker.
 //!
@@ -21,6 +22,7 @@ pub mod apis;
 pub mod broker;
 pub mod config;
 mod error;
+pub mod group;
 pub mod handlers;
 pub mod protocol;
 pub mod server;

@@ -84,6 +84,8 @@ pub struct Request {
     pub header: RequestHeader,
     /// Its body.
     pub body: RequestKind,
+    /// The client's address, when it came over TCP.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// What a frame turned out to be.
@@ -121,7 +123,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
     };
     let header = decode_request_header_from_buffer(&mut frame).map_err(malformed)?;
     let body = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
-    Ok(Decoded::Request(Box::new(Request { api, header, body })))
+    Ok(Decoded::Request(Box::new(Request {
+        api,
+        header,
+        body,
+        peer: None,
+    })))
 }
 
 /// Encodes a response frame (length prefix included).

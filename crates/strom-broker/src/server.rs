@@ -48,6 +48,17 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
+        // The group coordinator's clock: session expiry and rebalance deadlines.
+        let ticker = {
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    every.tick().await;
+                    broker.groups().tick();
+                }
+            })
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -68,6 +79,7 @@ impl Server {
             }
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        ticker.abort();
         drop(self.listener);
         let _ = stop_tx.send(true);
         let drain = async { while conns.join_next().await.is_some() {} };
@@ -106,7 +118,8 @@ async fn serve(
                 }
             };
             let out = match protocol::decode_request(frame) {
-                Ok(Decoded::Request(req)) => {
+                Ok(Decoded::Request(mut req)) => {
+                    req.peer = Some(peer);
                     let (api, version, corr) = (
                         req.api,
                         req.header.request_api_version,

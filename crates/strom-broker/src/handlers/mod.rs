@@ -10,10 +10,12 @@
 //! | ListOffsets, DeleteRecords | [`offsets`] |
 //! | CreateTopics, DeleteTopics, CreatePartitions | [`topics`] |
 //! | DescribeConfigs, AlterConfigs, IncrementalAlterConfigs | [`configs`] |
+//! | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete | [`groups`] |
 
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;

@@ -105,8 +105,8 @@ impl Broker {
                 .any(|p| p.error_code != 0);
             return if failed { Reply::Close } else { Reply::Nothing };
         }
-        Reply::Respond(ResponseKind::Produce(
+        Reply::Respond(Box::new(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
-        ))
+        )))
     }
 }

@@ -12,4 +12,5 @@
 pub use strom_broker as broker;
 pub use strom_log as log;
 
+pub mod admin;
 pub mod bench;

@@ -24,10 +24,59 @@ enum Command {
     /// Settings come from defaults, then `--config FILE` (TOML), then `STROM_*` environment
     /// variables, then flags.
     Server(Box<ServerArgs>),
+    /// Inspect and manage consumer groups on any Kafka-protocol cluster.
+    Group {
+        /// Brokers to bootstrap from.
+        #[arg(
+            long,
+            env = "STROM_BROKERS",
+            default_value = "localhost:9092",
+            global = true
+        )]
+        brokers: String,
+        #[command(subcommand)]
+        what: GroupCommand,
+    },
     /// Measure throughput against a baseline taken in the same run.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// List groups with their state.
+    List,
+    /// Members, assignments, and committed offset, log end and lag per partition.
+    Describe {
+        /// The group.
+        group: String,
+    },
+    /// Move a group's committed offsets (refused while it has active members).
+    ResetOffsets {
+        /// The group.
+        group: String,
+        /// The topic whose partitions move.
+        #[arg(long)]
+        topic: String,
+        /// To the log start.
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        /// To the log end.
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        /// To this offset on every partition.
+        #[arg(long, group = "to", value_name = "OFFSET")]
+        to_offset: Option<i64>,
+        /// To the first record at or after this RFC 3339 time (e.g. 2026-01-31T12:00:00Z).
+        #[arg(long, group = "to", value_name = "TIME")]
+        to_datetime: Option<String>,
+    },
+    /// Delete an empty group and its offsets.
+    Delete {
+        /// The group.
+        group: String,
     },
 }
 
@@ -197,6 +246,80 @@ fn run_server(args: ServerArgs) -> Result<(), String> {
     })
 }
 
+fn run_group(brokers: &str, what: GroupCommand) -> Result<(), String> {
+    use strom::admin::{Admin, ResetTo};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let mut admin = Admin::connect(brokers).await.map_err(|e| e.to_string())?;
+        match what {
+            GroupCommand::List => {
+                for (group, state, protocol) in
+                    admin.list_groups().await.map_err(|e| e.to_string())?
+                {
+                    println!("{group}\t{state}\t{protocol}");
+                }
+            }
+            GroupCommand::Describe { group } => {
+                print!(
+                    "{}",
+                    admin
+                        .describe_group(&group)
+                        .await
+                        .map_err(|e| e.to_string())?
+                );
+            }
+            GroupCommand::ResetOffsets {
+                group,
+                topic,
+                to_earliest,
+                to_latest,
+                to_offset,
+                to_datetime,
+            } => {
+                let to = match (to_earliest, to_latest, to_offset, to_datetime) {
+                    (true, ..) => ResetTo::Earliest,
+                    (_, true, ..) => ResetTo::Latest,
+                    (_, _, Some(o), _) => ResetTo::Offset(o),
+                    (_, _, _, Some(t)) => {
+                        let at = humantime::parse_rfc3339_weak(&t).map_err(|e| {
+                            format!("--to-datetime {t:?}: {e} (expected e.g. 2026-01-31T12:00:00Z)")
+                        })?;
+                        let ms = at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_err(|_| format!("--to-datetime {t:?} is before 1970"))?
+                            .as_millis() as i64;
+                        ResetTo::Time(ms)
+                    }
+                    _ => {
+                        return Err(
+                            "give one of --to-earliest, --to-latest, --to-offset, --to-datetime"
+                                .into(),
+                        )
+                    }
+                };
+                for (p, o) in admin
+                    .reset_offsets(&group, &topic, &to)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    println!("{topic}\t{p}\t{o}");
+                }
+            }
+            GroupCommand::Delete { group } => {
+                admin
+                    .delete_group(&group)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("deleted group {group}");
+            }
+        }
+        Ok(())
+    })
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -235,6 +358,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => run_server(*args),
+        Command::Group { brokers, what } => run_group(&brokers, what),
         Command::Bench {
             what:
                 BenchCommand::Log {

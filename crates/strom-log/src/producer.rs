@@ -169,7 +169,14 @@ fn snapshot_offsets(dir: &Path) -> Result<Vec<i64>> {
         Err(e) => return Err(Error::io(&sdir, e)),
     };
     for entry in rd {
-        let name = entry.at(&sdir)?.file_name();
+        let entry = entry.at(&sdir)?;
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.ends_with(".tmp")) {
+            // An interrupted snapshot write.
+            let p = entry.path();
+            std::fs::remove_file(&p).at(&p)?;
+            continue;
+        }
         if let Some(o) = name
             .to_str()
             .and_then(|n| n.strip_suffix(".snapshot"))

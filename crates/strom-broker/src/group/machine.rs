@@ -501,17 +501,26 @@ impl Coordinator {
                     m.join_token = None;
                     m.sync_token = None;
                     m.deadline = now + r.session_timeout_ms as u64;
-                    let unchanged = m.protocols == r.protocols;
+                    // As Kafka: no rebalance as long as the group's chosen protocol is still
+                    // one the member offers (its metadata may differ, e.g. owned partitions).
+                    let unchanged = g
+                        .protocol
+                        .as_ref()
+                        .is_some_and(|p| r.protocols.iter().any(|(n, _)| n == p));
                     m.protocols = r.protocols.clone();
                     m.session_timeout_ms = r.session_timeout_ms;
                     m.rebalance_timeout_ms = r.rebalance_timeout_ms;
+                    let previous_leader = g.leader.clone().unwrap_or_default();
                     if g.leader.as_deref() == Some(old.member_id.as_str()) {
                         g.leader = Some(new_id.clone());
                     }
                     g.members.insert(new_id.clone(), m);
                     if g.state == State::Stable && unchanged {
-                        // KIP-345: no rebalance; the member keeps its assignment.
-                        let res = join_result(g, &new_id, false);
+                        // KIP-345: no rebalance; the member keeps its assignment. It is told
+                        // the previous leader id (JoinGroup < v9), so even a restarted leader
+                        // does not run an assignment over an empty member list.
+                        let mut res = join_result(g, &new_id, false);
+                        res.leader = previous_leader;
                         reply(&mut fx, res);
                         return fx;
                     }

@@ -1,4 +1,5 @@
 //! ApiVersions: the advertised table, and the v0 fallback for versions the broker does not know.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! 100k keyed records with headers produced with every compression codec, consumed back
 //! byte-exact; an idempotent producer whose responses are dropped by a faulty proxy writes no
 //! duplicates.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Data and offsets survive a broker restart, both after a clean shutdown (SIGTERM) and after
 //! `kill -9`, with `strom server` running as a separate process and librdkafka as the client.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! by `kafka-protocol` at that version is decoded and answered, and the response decodes at that
 //! version. This catches a handler filling a field its version does not have (which would make
 //! the response unencodable and close the client's connection).
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Log compaction (`cleanup.policy=compact`) on real files: latest value per key, unchanged
 //! offsets, codecs, tombstones, restarts in the middle of cleaning, and reopening.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
 //! One writer and concurrent readers on a rolling log, and lookups by timestamp.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,7 @@
 //! Crash tests: damage segment files the way a crash or a bad disk would (torn tails, flipped
 //! bytes, lost index files) and check that reopening never panics, never serves a corrupt batch
 //! and keeps every batch before the damage.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

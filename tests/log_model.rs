@@ -1,5 +1,6 @@
 //! Property test: random sequences of appends, reads, rolls, truncations, high-watermark moves,
 //! record deletion, retention and reopening (clean and unclean) agree with an in-memory model.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 use std::collections::BTreeMap;
 

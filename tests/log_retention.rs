@@ -1,5 +1,6 @@
 //! Retention: `retention.ms`, `retention.bytes`, `DeleteRecords`, `cleanup.policy=compact`
 //! disabling deletion, and the manager's maintenance round, on real files.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -755,8 +755,8 @@ impl PartitionLog {
             if s.next_offset() <= start || s.max_timestamp() < ts {
                 continue;
             }
-            if let Some((o, t)) = s.find_timestamp(ts)? {
-                return Ok(Some((o.max(start), t)));
+            if let Some(found) = s.find_timestamp(ts, start)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)

@@ -503,8 +503,9 @@ impl Segment {
         Ok(out)
     }
 
-    /// The first record with a timestamp `>= ts` (offset, timestamp), if the segment has one.
-    pub fn find_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+    /// The first record at or after offset `min_offset` with a timestamp `>= ts`
+    /// (offset, timestamp), if the segment has one.
+    pub fn find_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<(i64, i64)>> {
         if self.max_timestamp() < ts {
             return Ok(None);
         }
@@ -516,16 +517,18 @@ impl Segment {
             }
         };
         let limit = self.size();
-        let mut pos = self.index_floor(from);
+        let mut pos = self.index_floor(from.max(min_offset));
         while let Some(h) = self.header_at(pos, limit)? {
-            if h.max_timestamp >= ts {
+            if h.max_timestamp >= ts && h.last_offset() >= min_offset {
                 let bytes = self.read_batch(pos, &h)?;
                 let (_, records) = crate::record::decode_records(&bytes)?;
+                let mut live = records.iter().filter(|r| r.offset >= min_offset);
                 if h.attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
                     // A log-append-time batch stamps every record with max_timestamp.
-                    return Ok(records.first().map(|r| (r.offset, h.max_timestamp)));
-                }
-                if let Some(r) = records.iter().find(|r| r.timestamp >= ts) {
+                    if let Some(r) = live.next() {
+                        return Ok(Some((r.offset, h.max_timestamp)));
+                    }
+                } else if let Some(r) = live.find(|r| r.timestamp >= ts) {
                     return Ok(Some((r.offset, r.timestamp)));
                 }
             }

@@ -166,6 +166,14 @@ impl Group {
         }
     }
 
+    /// KIP-345: a request naming a static instance whose current member id is another one
+    /// comes from a fenced (replaced) incarnation.
+    fn fenced(&self, member_id: &str, instance: Option<&str>) -> bool {
+        instance
+            .and_then(|i| self.member_by_instance(i))
+            .is_some_and(|m| m.member_id != member_id)
+    }
+
     fn member_by_instance(&self, instance: &str) -> Option<&Member> {
         self.members
             .values()
@@ -706,6 +714,10 @@ impl Coordinator {
             reply(&mut fx, SyncResult::error(E::UnknownMemberId));
             return fx;
         };
+        if g.fenced(member_id, instance_id) {
+            reply(&mut fx, SyncResult::error(E::FencedInstanceId));
+            return fx;
+        }
         let Some(m) = g.members.get(member_id) else {
             reply(&mut fx, SyncResult::error(E::UnknownMemberId));
             return fx;
@@ -770,6 +782,9 @@ impl Coordinator {
         let Some(g) = self.groups.get_mut(group_id) else {
             return Some(E::UnknownMemberId);
         };
+        if g.fenced(member_id, instance_id) {
+            return Some(E::FencedInstanceId);
+        }
         let Some(m) = g.members.get_mut(member_id) else {
             return Some(E::UnknownMemberId);
         };
@@ -939,7 +954,9 @@ impl Coordinator {
             .groups
             .entry(r.group_id.clone())
             .or_insert_with(|| Group::new(&r.group_id, now));
-        let check = if r.generation < 0 && r.member_id.is_empty() {
+        let check = if g.fenced(&r.member_id, r.instance_id.as_deref()) {
+            Some(E::FencedInstanceId)
+        } else if r.generation < 0 && r.member_id.is_empty() {
             // A consumer that assigns partitions itself: only while nobody is in the group.
             if g.state == State::Empty {
                 None
@@ -1406,6 +1423,10 @@ mod tests {
         assert_eq!((again.error, again.generation), (None, 1));
         assert_ne!(again.member_id, a, "a new member id fences the old one");
         assert_eq!(c.heartbeat(11, "g", 1, &a, None), Some(E::UnknownMemberId));
+        assert_eq!(
+            c.heartbeat(11, "g", 1, &a, Some("i1")),
+            Some(E::FencedInstanceId)
+        );
         let fx = sync(&mut c, 12, 4, "g", 1, &again.member_id, Some("i1"), vec![]);
         assert_eq!(
             sync_answer(&fx, 4).expect("sync").assignment.as_ref(),

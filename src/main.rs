@@ -106,6 +106,8 @@ enum BenchCommand {
 struct ServerArgs {
     /// TOML configuration file (keys: listen, advertised, node-id, data-dir, num-partitions,
     /// default-replication-factor, auto-create-topics, max-request-size, log-upkeep-interval-ms,
+    /// group-min-session-timeout-ms, group-max-session-timeout-ms,
+    /// group-initial-rebalance-delay-ms, offsets-topic-partitions, offsets-retention-minutes,
     /// and a [log] table of topic config defaults).
     #[arg(long, env = "STROM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,

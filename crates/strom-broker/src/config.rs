@@ -10,6 +10,8 @@
 //! auto-create-topics = true
 //! max-request-size = 104857600
 //!
+//! group-initial-rebalance-delay-ms = 3000
+//!
 //! [log]               # topic config defaults, Kafka's names
 //! "retention.ms" = "604800000"
 //! "segment.bytes" = "1073741824"

@@ -397,3 +397,48 @@ async fn every_advertised_version_round_trips() {
     }
     b.stop().await;
 }
+
+/// `__consumer_offsets` belongs to the coordinator: clients cannot produce to it, trim it,
+/// delete it or change its partition count.
+#[tokio::test]
+async fn the_offsets_topic_is_protected() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), |_| {}).await;
+    let mut c = RawClient::connect(b.addr).await;
+    // The topic appears on first use of a group API.
+    c.call(&FindCoordinatorRequest::default().with_key(s("g")), 3)
+        .await;
+    let internal = "__consumer_offsets";
+    let produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(topic(internal))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records())),
+            ])]);
+    let r = c.call(&produce, 9).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 17);
+    let del = DeleteRecordsRequest::default().with_topics(vec![
+        delete_records_request::DeleteRecordsTopic::default()
+            .with_name(topic(internal))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(-1),
+            ]),
+    ]);
+    assert_eq!(c.call(&del, 2).await.topics[0].partitions[0].error_code, 17);
+    let grow = CreatePartitionsRequest::default().with_topics(vec![
+        create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(topic(internal))
+            .with_count(60),
+    ]);
+    assert_eq!(c.call(&grow, 3).await.results[0].error_code, 17);
+    let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic(internal)]);
+    assert_eq!(c.call(&delete, 5).await.responses[0].error_code, 17);
+    assert!(b.broker.logs().topic(internal).is_some());
+    b.stop().await;
+}

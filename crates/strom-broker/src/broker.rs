@@ -400,6 +400,11 @@ impl Broker {
     }
 }
 
+/// Whether clients may not write, trim, delete or repartition `topic` directly.
+pub(crate) fn is_internal(topic: &str) -> bool {
+    topic == store::TOPIC
+}
+
 /// `StrBytes` from a `String`.
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())

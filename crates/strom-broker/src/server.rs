@@ -80,6 +80,8 @@ impl Server {
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         ticker.abort();
+        // Requests parked in JoinGroup/SyncGroup would otherwise hold their connection open.
+        self.broker.groups().release_parked();
         drop(self.listener);
         let _ = stop_tx.send(true);
         let drain = async { while conns.join_next().await.is_some() {} };

@@ -490,7 +490,12 @@ impl PartitionLog {
                 let e = h.partition_leader_epoch;
                 if e >= 0 && st.epochs.last().is_none_or(|&(last, _)| e > last) {
                     st.epochs.push((e, h.base_offset));
-                    checkpoint::write_epochs(&self.dir, &st.epochs)?;
+                    // The batches are in the log already: a failed checkpoint must not turn
+                    // the append into an error (a retry would duplicate them). The cache is
+                    // written again on close.
+                    if let Err(e) = checkpoint::write_epochs(&self.dir, &st.epochs) {
+                        tracing::error!(dir = %self.dir.display(), "writing leader epochs failed: {e}");
+                    }
                 }
             }
             st.unflushed += count as u64;
@@ -501,7 +506,11 @@ impl PartitionLog {
                     .is_some_and(|ms| opts.now_ms - st.last_flush_ms >= ms as i64)
         };
         if flush_now {
-            self.flush_locked(opts.now_ms)?;
+            // As above: the append happened; a failed fsync is reported, and the recovery
+            // point stays where it was, so a crash rescans these batches.
+            if let Err(e) = self.flush_locked(opts.now_ms) {
+                tracing::error!(dir = %self.dir.display(), "flush after append failed: {e}");
+            }
         }
         Ok(AppendInfo {
             first_offset: first,

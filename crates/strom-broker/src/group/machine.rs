@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use kafka_protocol::ResponseError as E;
 
+/// `offset.metadata.max.bytes`: the longest commit metadata accepted.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
 /// Identifies a parked JoinGroup or SyncGroup request.
 pub type Token = u64;
 
@@ -143,6 +146,8 @@ pub struct Group {
     pending: HashMap<String, u64>,
     /// When the current rebalance gives up on members that have not rejoined.
     rebalance_deadline: u64,
+    /// The current rebalance started from an empty group: it waits for the initial delay.
+    initial_rebalance: bool,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// When the group last became empty (for offset expiry).
@@ -161,6 +166,7 @@ impl Group {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             rebalance_deadline: 0,
+            initial_rebalance: false,
             offsets: BTreeMap::new(),
             empty_since: now,
         }
@@ -530,6 +536,11 @@ impl Coordinator {
                         let mut res = join_result(g, &new_id, false);
                         res.leader = previous_leader;
                         reply(&mut fx, res);
+                        // Persist the new member id, so a broker restart keeps it.
+                        fx.store.push(StoreRecord::Group {
+                            group: g.id.clone(),
+                            value: Some(snapshot(g, now)),
+                        });
                         return fx;
                     }
                     member_id = new_id;
@@ -545,6 +556,9 @@ impl Coordinator {
             } else {
                 member_id = new_id;
             }
+        } else if g.fenced(&member_id, r.instance_id.as_deref()) {
+            reply(&mut fx, JoinResult::error(E::FencedInstanceId, &member_id));
+            return fx;
         } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none() {
             reply(&mut fx, JoinResult::error(E::UnknownMemberId, &member_id));
             return fx;
@@ -625,13 +639,14 @@ impl Coordinator {
             let max_rebalance = g
                 .members
                 .values()
-                .map(|m| m.rebalance_timeout_ms)
+                .map(|m| m.rebalance_timeout_ms.max(0))
                 .max()
                 .unwrap_or(0) as u64;
+            g.initial_rebalance = was_empty;
             g.rebalance_deadline = if was_empty {
-                now + config.initial_rebalance_delay_ms.min(max_rebalance)
+                now.saturating_add(config.initial_rebalance_delay_ms.min(max_rebalance))
             } else {
-                now + max_rebalance
+                now.saturating_add(max_rebalance)
             };
         }
         self.try_complete_join(&r.group_id, now, &mut fx, false);
@@ -649,7 +664,7 @@ impl Coordinator {
         }
         let all_joined = g.members.values().all(|m| m.join_token.is_some());
         // An empty group waits for the initial delay so that more members can join at once.
-        let waiting_initial = g.generation == 0 && now < g.rebalance_deadline && !expired;
+        let waiting_initial = g.initial_rebalance && now < g.rebalance_deadline && !expired;
         if (!all_joined || waiting_initial) && !expired {
             return;
         }
@@ -665,6 +680,7 @@ impl Coordinator {
             }
         }
         g.generation += 1;
+        g.initial_rebalance = false;
         if g.members.is_empty() {
             g.state = State::Empty;
             g.protocol = None;
@@ -820,6 +836,10 @@ impl Coordinator {
                 (true, Some(i)) => g.member_by_instance(i).map(|m| m.member_id.clone()),
                 _ => Some(member_id.clone()),
             };
+            if !member_id.is_empty() && g.fenced(member_id, instance.as_deref()) {
+                errors.push(Some(E::FencedInstanceId));
+                continue;
+            }
             let Some(id) = id.filter(|id| g.members.contains_key(id)) else {
                 errors.push(Some(E::UnknownMemberId));
                 continue;
@@ -864,10 +884,10 @@ impl Coordinator {
                 let max = g
                     .members
                     .values()
-                    .map(|m| m.rebalance_timeout_ms)
+                    .map(|m| m.rebalance_timeout_ms.max(0))
                     .max()
                     .unwrap_or(0) as u64;
-                g.rebalance_deadline = now + max;
+                g.rebalance_deadline = now.saturating_add(max);
             }
             _ => {}
         }
@@ -911,6 +931,11 @@ impl Coordinator {
             let Some(g) = self.groups.get_mut(&id) else {
                 continue;
             };
+            if g.state == State::Empty && g.offsets.is_empty() && g.pending.is_empty() {
+                // Nothing to remember (e.g. a group created by a failed request).
+                self.groups.remove(&id);
+                continue;
+            }
             if g.state == State::Empty
                 && now.saturating_sub(g.empty_since) > self.config.offsets_retention_ms
             {
@@ -961,7 +986,7 @@ impl Coordinator {
             if g.state == State::Empty {
                 None
             } else {
-                Some(E::IllegalGeneration)
+                Some(E::UnknownMemberId)
             }
         } else {
             match g.members.get(&r.member_id) {
@@ -974,6 +999,21 @@ impl Coordinator {
                 Some(_) => None,
             }
         };
+        if check.is_none() && r.offsets.iter().any(|o| o.4.len() > MAX_METADATA_BYTES) {
+            // offset.metadata.max.bytes: refuse the oversized ones, commit the rest.
+            let mut errors = Vec::with_capacity(n);
+            let mut keep = Vec::new();
+            for o in r.offsets {
+                if o.4.len() > MAX_METADATA_BYTES {
+                    errors.push(Some(E::OffsetMetadataTooLarge));
+                } else {
+                    errors.push(None);
+                    keep.push(o);
+                }
+            }
+            let (_, fx) = self.commit(now, CommitRequest { offsets: keep, ..r });
+            return (errors, fx);
+        }
         if let Some(e) = check {
             return (vec![Some(e); n], fx);
         }
@@ -1459,10 +1499,18 @@ mod tests {
         );
         assert_eq!(
             c.commit(2, commit(-1, "")).0,
-            vec![Some(E::IllegalGeneration)],
+            vec![Some(E::UnknownMemberId)],
             "standalone commit into an active group"
         );
         assert_eq!(c.committed("g", "t", 0).map(|o| o.offset), Some(42));
+        let mut big = commit(1, &a);
+        big.offsets
+            .push(("t".into(), 1, 5, -1, "m".repeat(MAX_METADATA_BYTES + 1)));
+        assert_eq!(
+            c.commit(2, big).0,
+            vec![None, Some(E::OffsetMetadataTooLarge)]
+        );
+        assert_eq!(c.committed("g", "t", 1), None);
         assert_eq!(c.delete_group("g").0, Some(E::NonEmptyGroup));
         let (errors, _) = c.leave(3, "g", &[(a.clone(), None)]);
         assert_eq!(errors, vec![None]);

@@ -103,15 +103,27 @@ impl GroupCoordinator {
         }
     }
 
-    /// Runs `f` on the machine and performs its effects.
+    /// Runs `f` on the machine and performs its effects. `persisted` is false if records the
+    /// machine asked for could not be written (the caller must not report success for them).
     pub fn call<T>(&self, f: impl FnOnce(&mut Coordinator) -> (T, Effects)) -> T {
+        self.call_checked(f).0
+    }
+
+    /// Like [`GroupCoordinator::call`], also saying whether the records were written.
+    pub fn call_checked<T>(&self, f: impl FnOnce(&mut Coordinator) -> (T, Effects)) -> (T, bool) {
         let mut m = self.machine.lock();
         let (out, fx) = f(&mut m);
         // Records are appended while the machine is locked, so the log order is the machine's.
-        self.persist(&fx);
+        let persisted = self.persist(&fx);
         drop(m);
         self.deliver(fx);
-        out
+        (out, persisted)
+    }
+
+    /// Answers every parked request with "coordinator not available" (at shutdown), so
+    /// connections waiting in JoinGroup/SyncGroup can finish.
+    pub fn release_parked(&self) {
+        self.parked.lock().clear();
     }
 
     /// Runs a request that may be parked: `f` gets a token, and the answer arrives when the
@@ -138,14 +150,16 @@ impl GroupCoordinator {
         self.call(|m| ((), m.tick(now)));
     }
 
-    fn persist(&self, fx: &Effects) {
+    fn persist(&self, fx: &Effects) -> bool {
         let partitions = self.partitions.read();
-        if fx.store.is_empty() || partitions.is_empty() {
-            if !fx.store.is_empty() {
-                tracing::error!("{} is missing: group state not persisted", store::TOPIC);
-            }
-            return;
+        if fx.store.is_empty() {
+            return true;
         }
+        if partitions.is_empty() {
+            tracing::error!("{} is missing: group state not persisted", store::TOPIC);
+            return false;
+        }
+        let mut ok = true;
         let n = partitions.len() as i32;
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         let now = now_ms() as i64;
@@ -172,9 +186,13 @@ impl GroupCoordinator {
             });
             match result {
                 Ok(_) => part.update_high_watermark(),
-                Err(e) => tracing::error!(partition = p, "writing to {} failed: {e}", store::TOPIC),
+                Err(e) => {
+                    ok = false;
+                    tracing::error!(partition = p, "writing to {} failed: {e}", store::TOPIC);
+                }
             }
         }
+        ok
     }
 
     fn deliver(&self, fx: Effects) {

@@ -261,7 +261,16 @@ impl Broker {
             instance_id: r.group_instance_id.map(|s| s.to_string()),
             offsets,
         };
-        let errors = self.groups().call(|m| m.commit(now, req));
+        let (errors, persisted) = self.groups().call_checked(|m| m.commit(now, req));
+        // An offset that could not be written must not be acknowledged.
+        let errors: Vec<Option<ResponseError>> = if persisted {
+            errors
+        } else {
+            errors
+                .into_iter()
+                .map(|e| e.or(Some(ResponseError::CoordinatorNotAvailable)))
+                .collect()
+        };
         let mut result: Vec<(String, i32, i16)> = keys
             .into_iter()
             .zip(errors)

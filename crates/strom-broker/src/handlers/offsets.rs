@@ -95,6 +95,10 @@ impl Broker {
                         let resp = DeleteRecordsPartitionResult::default()
                             .with_partition_index(p.partition_index)
                             .with_low_watermark(-1);
+                        if crate::broker::is_internal(&name) {
+                            return resp
+                                .with_error_code(ResponseError::InvalidTopicException.code());
+                        }
                         let Some(part) = self.partition(&name, p.partition_index) else {
                             return resp
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code());

@@ -44,6 +44,13 @@ impl Broker {
                     ));
                     continue;
                 }
+                if crate::broker::is_internal(&name) {
+                    parts.push(fail(
+                        ResponseError::InvalidTopicException,
+                        Some(format!("{name} is internal: clients cannot produce to it")),
+                    ));
+                    continue;
+                }
                 let Some(partition) = self.partition(&name, pd.index) else {
                     parts.push(fail(ResponseError::UnknownTopicOrPartition, None));
                     continue;

@@ -176,6 +176,9 @@ impl Broker {
                 let Some(name) = name else {
                     return res.with_error_code(ResponseError::UnknownTopicId.code());
                 };
+                if crate::broker::is_internal(&name) {
+                    return res.with_error_code(ResponseError::InvalidTopicException.code());
+                }
                 match self.logs.delete_topic(&name) {
                     Ok(()) => {
                         self.drop_partitions(&name);
@@ -207,6 +210,12 @@ impl Broker {
                         .with_error_code(code.code())
                         .with_error_message(Some(sb(msg)))
                 };
+                if crate::broker::is_internal(&name) {
+                    return refuse(
+                        ResponseError::InvalidTopicException,
+                        format!("{name} is internal: its partition count cannot change"),
+                    );
+                }
                 let Some(meta) = self.logs.topic(&name) else {
                     return refuse(
                         ResponseError::UnknownTopicOrPartition,

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# kafka-python (pure Python, its own version negotiation) against a real `strom server`.
+set -euo pipefail
+bin="${1:?usage: kafka-python-check.sh PATH-TO-strom}"
+here=$(cd "$(dirname "$0")" && pwd)
+python3 -c 'import kafka' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kafka-python==3.0.12'
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" server --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/server.log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+  sleep 0.1
+done
+if ! timeout 180 python3 "$here/kafka_python_check.py" "127.0.0.1:$port"; then
+  echo "--- server log"; cat "$work/server.log"; exit 1
+fi

@@ -264,10 +264,10 @@ impl LogBench {
 
     fn run_in(&self, work: &Path) -> Result<LogBenchReport, BenchError> {
         let batches = make_batches(self.record_bytes, self.batch_bytes)?;
-        let raw = work.join("baseline.bin");
+        let warm_file = work.join("warm-up.bin");
         // Warm up the allocator, the page cache and the disk once before measuring.
-        baseline_write(&raw, &batches, self.total_bytes.min(64 << 20), None)?;
-        settle(&raw)?;
+        baseline_write(&warm_file, &batches, self.total_bytes.min(64 << 20), None)?;
+        settle(&warm_file)?;
         let warm = work.join("warm-up");
         let (_, logs) = strom_append(
             &warm,
@@ -277,7 +277,6 @@ impl LogBench {
         )?;
         logs.close()?;
         drop(logs);
-        let _ = std::fs::remove_dir_all(&warm);
 
         let mut samples: Vec<Vec<(Measurement, Measurement)>> = vec![Vec::new(); 3];
         let second = Some(Duration::from_secs(1));
@@ -286,6 +285,9 @@ impl LogBench {
             // Alternate which side goes first, and let writeback finish before each side, so
             // neither inherits the other's dirty pages.
             let strom_first = round % 2 == 1;
+            // Both sides write new files, so both pay for fresh page-cache pages alike.
+            let raw = work.join(format!("baseline-{round}.bin"));
+            let raw_fsync = work.join(format!("baseline-fsync-{round}.bin"));
             let os_dir = work.join(format!("os-flush-{round}"));
             let fs_dir = work.join(format!("fsync-{round}"));
 
@@ -327,12 +329,13 @@ impl LogBench {
             })?;
             samples[1].push(r);
             drop(logs);
-            let _ = std::fs::remove_dir_all(&os_dir);
+            // Directories stay until the end: deleting a gigabyte mid-run (with online discard
+            // on some file systems) disturbs the next measurement.
 
             let s = pair(
                 &mut || {
-                    let m = baseline_write(&raw, &batches, self.total_bytes, second)?;
-                    settle(&raw)?;
+                    let m = baseline_write(&raw_fsync, &batches, self.total_bytes, second)?;
+                    settle(&raw_fsync)?;
                     Ok(m)
                 },
                 &mut || {
@@ -342,7 +345,6 @@ impl LogBench {
                 },
             )?;
             samples[2].push(s);
-            let _ = std::fs::remove_dir_all(&fs_dir);
         }
         let labels = [
             "append, OS flush (default)",

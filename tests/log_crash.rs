@@ -330,13 +330,13 @@ fn crash_image(synced: &Path, now: &Path, out: &Path, seed: &mut u64) {
                 };
                 Some(n[..o.len() + keep].to_vec())
             }
-            (Some(o), Some(n)) => Some(if next(seed) % 2 == 0 { o } else { n }),
+            (Some(o), Some(n)) => Some(if next(seed) & 1 == 0 { o } else { n }),
             (Some(o), None) => Some(o),
             (None, Some(n)) if is_log => {
                 let keep = (next(seed) as usize) % (n.len() + 1);
                 Some(n[..keep].to_vec())
             }
-            (None, Some(n)) => (next(seed) % 2 == 0).then_some(n),
+            (None, Some(n)) => (next(seed) & 1 == 0).then_some(n),
             (None, None) => None,
         };
         if let Some(bytes) = image {

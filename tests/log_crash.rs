@@ -54,7 +54,13 @@ fn read_all(logs: &LogManager) -> Vec<Vec<u8>> {
             .expect("read")
             .bytes()
             .expect("bytes");
-        assert!(!bytes.is_empty(), "nothing served at {offset}");
+        assert!(
+            !bytes.is_empty(),
+            "nothing served at {offset}; log end {}; segments {:?}; reports {:?}",
+            log.log_end_offset(),
+            log.segment_bases(),
+            logs.recovery_reports()
+        );
         // Never a corrupt batch: CRC, framing and records all check out.
         let batches = validate_all(&bytes, Origin::Replica).expect("served batches are valid");
         for b in &batches {

@@ -179,7 +179,13 @@ impl PartitionLog {
         std::fs::rename(&tmp, &old.paths.log).at(&old.paths.log)?;
         checkpoint::sync_dir(&dir)?;
         let interval = self.config().index_interval_bytes;
-        let (fresh, _) = Segment::open_recover(&dir, old.base_offset, interval)?;
+        let next_base = self
+            .segments
+            .read()
+            .range(old.base_offset + 1..)
+            .next()
+            .map(|(k, _)| *k);
+        let (fresh, _) = Segment::open_recover(&dir, old.base_offset, interval, next_base)?;
         fresh.flush()?;
         self.segments
             .write()

@@ -233,7 +233,20 @@ impl PartitionLog {
         let interval = config.index_interval_bytes;
         let mut segments = BTreeMap::new();
         let mut damaged = false;
+        // (base, next offset, scanned) of the previous segment.
+        let mut prev: Option<(i64, i64, bool)> = None;
         for (i, &base) in bases.iter().enumerate() {
+            // A scanned segment that ends before the next one begins lost its tail in the crash
+            // (a cut on a batch boundary looks whole). Only the cleaner leaves such gaps, and
+            // only below the cleaner offset; anywhere else the rest is unreachable.
+            if let Some((pbase, pnext, scanned)) = prev {
+                if !damaged && scanned && pnext < base && pbase >= cp.cleaner_offset {
+                    report.problems.push(format!(
+                        "segment {pbase} ends at offset {pnext} but the next segment starts at {base}"
+                    ));
+                    damaged = true;
+                }
+            }
             if damaged {
                 // Everything after a damaged segment is unreachable: offsets must stay contiguous.
                 crate::segment::delete_segment_files(dir, base)?;
@@ -246,12 +259,12 @@ impl PartitionLog {
             let next_base = bases.get(i + 1).copied();
             let trusted = clean || next_base.is_some_and(|n| n <= cp.recovery_point);
             let (seg, scan) = if trusted {
-                Segment::open_clean(dir, base, interval)?
+                Segment::open_clean(dir, base, interval, next_base)?
             } else {
-                let (seg, outcome) = Segment::open_recover(dir, base, interval)?;
+                let (seg, outcome) = Segment::open_recover(dir, base, interval, next_base)?;
                 (seg, Some(outcome))
             };
-            if let Some(outcome) = scan {
+            if let Some(outcome) = &scan {
                 report.segments_scanned += 1;
                 if trusted {
                     report.problems.push(format!(
@@ -264,11 +277,12 @@ impl PartitionLog {
                     report.problems.push(format!(
                         "segment {base}: truncated {} bytes: {}",
                         outcome.truncated_bytes,
-                        outcome.reason.unwrap_or_default()
+                        outcome.reason.clone().unwrap_or_default()
                     ));
                     damaged = true;
                 }
             }
+            prev = Some((base, seg.next_offset(), !trusted || scan.is_some()));
             segments.insert(base, Arc::new(seg));
         }
         let now = now_ms();

@@ -168,7 +168,12 @@ impl Segment {
     /// batch headers after the last index entry. If the index files are missing or inconsistent,
     /// or the tail is not whole batches, it falls back to a validating scan and returns what the
     /// scan found.
-    pub fn open_clean(dir: &Path, base: i64, interval: u64) -> Result<(Self, Option<ScanOutcome>)> {
+    pub fn open_clean(
+        dir: &Path,
+        base: i64,
+        interval: u64,
+        next_base: Option<i64>,
+    ) -> Result<(Self, Option<ScanOutcome>)> {
         let paths = SegmentPaths::new(dir, base);
         let file = open_rw(&paths.log, false)?;
         let len = file.metadata().at(&paths.log)?.len();
@@ -203,7 +208,7 @@ impl Segment {
             Some(reason) => {
                 tracing::warn!(segment = %seg.paths.log.display(), %reason, "scanning the segment");
                 drop(seg);
-                let (seg, mut outcome) = Self::open_recover(dir, base, interval)?;
+                let (seg, mut outcome) = Self::open_recover(dir, base, interval, next_base)?;
                 outcome.reason.get_or_insert(reason);
                 Ok((seg, Some(outcome)))
             }
@@ -212,7 +217,13 @@ impl Segment {
 
     /// Opens a segment by scanning and validating every batch, truncating at the first torn or
     /// corrupt one, and rebuilding both indexes.
-    pub fn open_recover(dir: &Path, base: i64, interval: u64) -> Result<(Self, ScanOutcome)> {
+    /// `next_base`, the next segment's base offset, bounds the offsets this one may hold.
+    pub fn open_recover(
+        dir: &Path,
+        base: i64,
+        interval: u64,
+        next_base: Option<i64>,
+    ) -> Result<(Self, ScanOutcome)> {
         let paths = SegmentPaths::new(dir, base);
         let file = open_rw(&paths.log, false)?;
         let len = file.metadata().at(&paths.log)?.len();
@@ -249,6 +260,15 @@ impl Segment {
                 reason = Some(format!(
                     "batch at position {pos} has offset {} below {expected_min}",
                     h.base_offset
+                ));
+                break;
+            }
+            if next_base.is_some_and(|n| h.last_offset() >= n) {
+                // The base offset is outside the CRC: a damaged one can claim offsets that
+                // belong to the next segment.
+                reason = Some(format!(
+                    "batch at position {pos} claims offset {} of the next segment",
+                    h.last_offset()
                 ));
                 break;
             }

@@ -8,27 +8,23 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use common::{RawClient, TestBroker};
-use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::delete_records_request::{
-    DeleteRecordsPartition, DeleteRecordsTopic,
+use common::{
+    build_batch, creatable, delete_records_req, produce_acks_all, sb, tn, RawClient, TestBroker,
 };
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_records_response::DeleteRecordsPartitionResult;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     alter_configs_request, incremental_alter_configs_request, AlterConfigsRequest, BrokerId,
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse,
 };
-use kafka_protocol::protocol::StrBytes;
-use strom::log::{BatchBuilder, Compression, Record};
+use strom::log::{Compression, Record};
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -51,31 +47,6 @@ const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
-
-fn sb(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn tn(s: &str) -> TopicName {
-    TopicName(sb(s))
-}
-
-fn creatable(name: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) -> CreatableTopic {
-    CreatableTopic::default()
-        .with_name(tn(name))
-        .with_num_partitions(partitions)
-        .with_replication_factor(rf)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(sb(k))
-                        .with_value(Some(sb(v)))
-                })
-                .collect(),
-        )
-}
 
 async fn create(
     c: &mut RawClient,
@@ -133,29 +104,9 @@ async fn all_topics(c: &mut RawClient) -> BTreeSet<String> {
 }
 
 async fn produce(c: &mut RawClient, topic: &str, partition: i32, n: usize) -> (i16, i64) {
-    let mut b = BatchBuilder::new(Compression::None);
-    for i in 0..n {
-        b.push(Record::new(
-            None::<Bytes>,
-            Some(format!("v{i}")),
-            1000 + i as i64,
-        ));
-    }
-    let r = c
-        .call(
-            &ProduceRequest::default()
-                .with_transactional_id(None)
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(tn(topic))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(Bytes::from(b.build().unwrap())))])]),
-            9,
-        )
-        .await;
-    let p = &r.responses[0].partition_responses[0];
+    let records =
+        (0..n).map(|i| Record::new(None::<Bytes>, Some(format!("v{i}")), 1000 + i as i64));
+    let p = produce_acks_all(c, topic, partition, build_batch(Compression::None, records)).await;
     (p.error_code, p.base_offset)
 }
 
@@ -218,16 +169,7 @@ async fn delete_records(
     before: i64,
 ) -> DeleteRecordsPartitionResult {
     let r = c
-        .call(
-            &DeleteRecordsRequest::default()
-                .with_timeout_ms(5000)
-                .with_topics(vec![DeleteRecordsTopic::default()
-                    .with_name(tn(topic))
-                    .with_partitions(vec![DeleteRecordsPartition::default()
-                        .with_partition_index(partition)
-                        .with_offset(before)])]),
-            version,
-        )
+        .call(&delete_records_req(topic, partition, before), version)
         .await;
     assert_eq!(r.topics[0].name, tn(topic));
     let p = r.topics[0].partitions[0].clone();

@@ -8,42 +8,30 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{RawClient, TestBroker};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::delete_records_request::{
-    DeleteRecordsPartition, DeleteRecordsTopic,
+use common::{
+    build_batch, create_topic, delete_records_req, produce_acks_all, tn, RawClient, TestBroker,
 };
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteRecordsRequest, FetchRequest, FetchResponse, ProduceRequest,
-    TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use strom::log::record::decode_records;
-use strom::log::{BatchBuilder, Compression, Record};
+use strom::log::{Compression, Record};
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const VERSIONS: [i16; 3] = [4, 11, 12];
 
-fn tn(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
 fn batch(compression: Compression, tag: &str, n: usize, value_len: usize) -> Vec<u8> {
-    let mut b = BatchBuilder::new(compression);
-    for i in 0..n {
+    let records = (0..n).map(|i| {
         let mut v = format!("{tag}-{i}-").into_bytes();
         v.resize(value_len.max(v.len()), b'.');
-        b.push(Record::new(
+        Record::new(
             Some(format!("{tag}{i}")),
             Some(v),
             1_700_000_000_000 + i as i64,
-        ));
-    }
-    b.build().unwrap()
+        )
+    });
+    build_batch(compression, records)
 }
 
 /// `b` as the broker stores it: base offset assigned, partition leader epoch stamped (0 on a
@@ -55,38 +43,9 @@ fn stamped(b: &[u8], base_offset: i64) -> Vec<u8> {
     v
 }
 
-async fn create_topic(c: &mut RawClient, name: &str, partitions: i32) {
-    let r = c
-        .call(
-            &CreateTopicsRequest::default()
-                .with_timeout_ms(5000)
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(tn(name))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)]),
-            5,
-        )
-        .await;
-    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
-}
-
 async fn produce(c: &mut RawClient, topic: &str, partition: i32, records: &[u8]) -> i64 {
-    let r = c
-        .call(
-            &ProduceRequest::default()
-                .with_transactional_id(None)
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(tn(topic))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(Bytes::copy_from_slice(records)))])]),
-            9,
-        )
-        .await;
-    let p = &r.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, 0, "{r:?}");
+    let p = produce_acks_all(c, topic, partition, Bytes::copy_from_slice(records)).await;
+    assert_eq!(p.error_code, 0, "{p:?}");
     p.base_offset
 }
 
@@ -153,7 +112,7 @@ async fn records_come_back_byte_identical_with_the_right_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     let b0 = batch(Compression::None, "plain", 3, 20);
     let b1 = batch(Compression::Gzip, "gzip", 2, 300);
     let b2 = batch(Compression::Zstd, "zstd", 4, 50);
@@ -212,25 +171,14 @@ async fn log_start_offset_and_watermarks_after_delete_records() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     let batches: Vec<Vec<u8>> = (0..3)
         .map(|i| batch(Compression::None, &format!("b{i}"), 2, 10))
         .collect();
     for bt in &batches {
         produce(&mut c, "t", 0, bt).await;
     }
-    let r = c
-        .call(
-            &DeleteRecordsRequest::default()
-                .with_timeout_ms(5000)
-                .with_topics(vec![DeleteRecordsTopic::default()
-                    .with_name(tn("t"))
-                    .with_partitions(vec![DeleteRecordsPartition::default()
-                        .with_partition_index(0)
-                        .with_offset(3)])]),
-            2,
-        )
-        .await;
+    let r = c.call(&delete_records_req("t", 0, 3), 2).await;
     assert_eq!(r.topics[0].partitions[0].error_code, 0, "{r:?}");
     assert_eq!(r.topics[0].partitions[0].low_watermark, 3);
     for v in [11, 12] {
@@ -259,7 +207,7 @@ async fn partition_max_bytes_is_respected_but_one_batch_always_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     let bs: Vec<Vec<u8>> = (0..4)
         .map(|i| batch(Compression::None, &format!("b{i}"), 1, 1000))
         .collect();
@@ -301,7 +249,7 @@ async fn max_bytes_bounds_the_whole_response() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 3).await;
+    create_topic(&mut c, "t", 3, &[]).await;
     let mut stored = [Vec::new(), Vec::new(), Vec::new()];
     for p in 0..3 {
         for i in 0..3 {
@@ -370,7 +318,7 @@ async fn offsets_beyond_the_log_end_are_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 2).await;
+    create_topic(&mut c, "t", 2, &[]).await;
     produce(&mut c, "t", 0, &batch(Compression::None, "x", 5, 10)).await;
     for v in VERSIONS {
         for offset in [6, 1000, i64::MAX, -1] {
@@ -408,7 +356,7 @@ async fn a_long_poll_returns_as_soon_as_data_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 2).await;
+    create_topic(&mut c, "t", 2, &[]).await;
     for v in VERSIONS {
         let offset = b.broker.partition("t", 1).unwrap().log.log_end_offset();
         let mut consumer = RawClient::connect(b.addr).await;
@@ -452,7 +400,7 @@ async fn a_long_poll_on_another_partition_keeps_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 2).await;
+    create_topic(&mut c, "t", 2, &[]).await;
     let mut consumer = RawClient::connect(b.addr).await;
     let start = Instant::now();
     let waiting = tokio::spawn(async move {
@@ -479,7 +427,7 @@ async fn min_bytes_waits_for_enough_data_or_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     let mut consumer = RawClient::connect(b.addr).await;
     let start = Instant::now();
     let waiting = tokio::spawn(async move {
@@ -525,7 +473,7 @@ async fn nothing_to_read_returns_empty_after_max_wait() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     for v in VERSIONS {
         let start = Instant::now();
         let r = c

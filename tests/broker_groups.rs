@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::{RawClient, TestBroker};
+use common::{kafka, sb, RawClient, TestBroker};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
@@ -24,12 +24,11 @@ use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, JoinGroupRequest,
     OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use strom::broker::BrokerConfig;
 
@@ -60,23 +59,7 @@ fn start(
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, name: &str, partitions: i32) {
-    rt.block_on(async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .unwrap();
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let res = admin
-            .create_topics(
-                [&topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .unwrap();
-        for r in res {
-            r.unwrap();
-        }
-    });
+    rt.block_on(kafka::create_topic(bootstrap, name, partitions));
 }
 
 /// Produces `n` keyed records whose values are `{tag}-{i}`; returns value -> (partition, offset).
@@ -90,13 +73,7 @@ fn produce(
     partition: Option<i32>,
 ) -> BTreeMap<String, (i32, i64)> {
     rt.block_on(async {
-        let p: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("linger.ms", "5")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .unwrap();
+        let p = kafka::future_producer(bootstrap, &[("message.timeout.ms", "30000")]);
         let mut pending = Vec::with_capacity(n);
         for i in 0..n {
             let value = format!("{tag}-{i}");
@@ -312,10 +289,6 @@ fn consumed_values<'a>(members: impl IntoIterator<Item = &'a Member>) -> BTreeMa
 // ---------------------------------------------------------------------------------------------
 // A raw-protocol member (for a member that dies without leaving)
 // ---------------------------------------------------------------------------------------------
-
-fn sb(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
 
 fn encode_assignment(topic: &str, partitions: Vec<i32>) -> Bytes {
     let mut b = BytesMut::new();

@@ -5,72 +5,27 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{RawClient, TestBroker};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::delete_records_request::{
-    DeleteRecordsPartition, DeleteRecordsTopic,
+use common::{
+    build_batch, create_topic, delete_records_req, produce_acks_all, tn, RawClient, TestBroker,
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteRecordsRequest, ListOffsetsRequest, ProduceRequest,
-    TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
-use strom::log::{BatchBuilder, Compression, Record};
+use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
+use strom::log::{Compression, Record};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-fn tn(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-async fn create_topic(c: &mut RawClient, name: &str, partitions: i32) {
-    let r = c
-        .call(
-            &CreateTopicsRequest::default()
-                .with_timeout_ms(5000)
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(tn(name))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)]),
-            5,
-        )
-        .await;
-    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
-}
-
 /// Produces one batch whose records carry the given timestamps; returns its base offset.
 async fn produce_at(c: &mut RawClient, topic: &str, timestamps: &[i64]) -> i64 {
-    let mut b = BatchBuilder::new(Compression::None);
-    for (i, ts) in timestamps.iter().enumerate() {
-        b.push(Record::new(
-            Some(format!("k{i}")),
-            Some(format!("v{ts}")),
-            *ts,
-        ));
-    }
-    let r = c
-        .call(
-            &ProduceRequest::default()
-                .with_transactional_id(None)
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(tn(topic))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(b.build().unwrap())))])]),
-            9,
-        )
-        .await;
-    let p = &r.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, 0, "{r:?}");
+    let records = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, ts)| Record::new(Some(format!("k{i}")), Some(format!("v{ts}")), *ts));
+    let p = produce_acks_all(c, topic, 0, build_batch(Compression::None, records)).await;
+    assert_eq!(p.error_code, 0, "{p:?}");
     p.base_offset
 }
 
@@ -109,18 +64,7 @@ async fn list3(c: &mut RawClient, v: i16, topic: &str, ts: i64) -> (i16, i64, i6
 }
 
 async fn delete_records(c: &mut RawClient, topic: &str, before: i64) -> i64 {
-    let r = c
-        .call(
-            &DeleteRecordsRequest::default()
-                .with_timeout_ms(5000)
-                .with_topics(vec![DeleteRecordsTopic::default()
-                    .with_name(tn(topic))
-                    .with_partitions(vec![DeleteRecordsPartition::default()
-                        .with_partition_index(0)
-                        .with_offset(before)])]),
-            2,
-        )
-        .await;
+    let r = c.call(&delete_records_req(topic, 0, before), 2).await;
     let p = &r.topics[0].partitions[0];
     assert_eq!(p.error_code, 0, "{r:?}");
     p.low_watermark
@@ -139,7 +83,7 @@ async fn an_empty_partition() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     for v in [1, 7] {
         assert_eq!(list3(&mut c, v, "t", EARLIEST).await, (0, 0, -1), "v{v}");
         assert_eq!(list3(&mut c, v, "t", LATEST).await, (0, 0, -1), "v{v}");
@@ -154,7 +98,7 @@ async fn earliest_and_latest() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     fill(&mut c, "t").await;
     for v in [1, 7] {
         assert_eq!(list3(&mut c, v, "t", EARLIEST).await, (0, 0, -1), "v{v}");
@@ -170,7 +114,7 @@ async fn by_timestamp_finds_the_first_record_at_or_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     fill(&mut c, "t").await;
     for v in [1, 7] {
         for (ts, want) in [
@@ -198,7 +142,7 @@ async fn max_timestamp_in_v7() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     fill(&mut c, "t").await;
     assert_eq!(list3(&mut c, 7, "t", MAX_TIMESTAMP).await, (0, 2, 3000));
     // A later, newer record takes over.
@@ -215,7 +159,7 @@ async fn unknown_topic_or_partition() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     for v in [1, 7] {
         let p = list(&mut c, v, "nosuch", 0, LATEST).await;
         assert_eq!(
@@ -234,7 +178,7 @@ async fn delete_records_moves_the_earliest_offset() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let mut c = RawClient::connect(b.addr).await;
-    create_topic(&mut c, "t", 1).await;
+    create_topic(&mut c, "t", 1, &[]).await;
     fill(&mut c, "t").await;
     assert_eq!(delete_records(&mut c, "t", 3).await, 3);
     for v in [1, 7] {
@@ -267,7 +211,7 @@ async fn by_timestamp_after_delete_records_skips_deleted_records() {
     // "a": offset 0 deleted; offset 1 (1005) is the first record left, in the same batch.
     // "b": offsets 0..3 deleted; 3 (1500) and 4 (2500) are left, 2 (3000) is gone.
     for (topic, before) in [("a", 1), ("b", 3)] {
-        create_topic(&mut c, topic, 1).await;
+        create_topic(&mut c, topic, 1, &[]).await;
         fill(&mut c, topic).await;
         assert_eq!(delete_records(&mut c, topic, before).await, before);
     }

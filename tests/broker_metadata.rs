@@ -8,22 +8,15 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{RawClient, TestBroker};
+use common::{tn, RawClient, TestBroker};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::{
-    BrokerId, DeleteTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{BrokerId, DeleteTopicsRequest, MetadataRequest, MetadataResponse};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const UNKNOWN_TOPIC_ID: i16 = 100;
-
-fn tn(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
 
 fn req(topics: Option<&[&str]>, allow_auto_create: bool) -> MetadataRequest {
     MetadataRequest::default()

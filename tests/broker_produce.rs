@@ -7,15 +7,12 @@
 mod common;
 
 use bytes::{Buf, Bytes};
-use common::{RawClient, TestBroker};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use common::{create_topic, produce_req, tn, RawClient, TestBroker};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreateTopicsRequest, InitProducerIdRequest, ProduceRequest, ProducerId,
-    TopicName,
+    ApiVersionsRequest, InitProducerIdRequest, ProduceRequest, ProducerId,
 };
-use kafka_protocol::protocol::StrBytes;
 use strom::log::record::{decode_records, ProducerInfo};
 use strom::log::{BatchBuilder, Compression, Record};
 
@@ -26,14 +23,6 @@ const NOT_ENOUGH_REPLICAS: i16 = 19;
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
-
-fn sb(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn tn(s: &str) -> TopicName {
-    TopicName(sb(s))
-}
 
 /// A batch of `n` records `"{tag}-{i}"` built like a producer would.
 fn batch_with(producer: ProducerInfo, compression: Compression, tag: &str, n: usize) -> Vec<u8> {
@@ -65,18 +54,6 @@ fn idempotent(producer_id: i64, epoch: i16, seq: i32, tag: &str, n: usize) -> Ve
     )
 }
 
-fn produce_req(acks: i16, topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_transactional_id(None)
-        .with_acks(acks)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(tn(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(Bytes::from(records)))])])
-}
-
 /// Produces one partition's records and returns that partition's response.
 async fn produce(
     c: &mut RawClient,
@@ -95,27 +72,6 @@ async fn produce(
     let p = r.responses[0].partition_responses[0].clone();
     assert_eq!(p.index, partition);
     p
-}
-
-async fn create_topic(c: &mut RawClient, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let req = CreateTopicsRequest::default()
-        .with_timeout_ms(5000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(tn(name))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(sb(k))
-                            .with_value(Some(sb(v)))
-                    })
-                    .collect(),
-            )]);
-    let r = c.call(&req, 5).await;
-    assert_eq!(r.topics[0].error_code, 0, "creating {name}: {r:?}");
 }
 
 async fn init_producer_id(c: &mut RawClient, version: i16) -> (i64, i16) {

@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::kafka::{create_topic, from_beginning, future_producer};
 use common::TestBroker;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::producer::FutureRecord;
+use rdkafka::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,36 +27,6 @@ struct Expected {
     value: Vec<u8>,
     headers: Vec<(String, Option<Vec<u8>>)>,
     timestamp: i64,
-}
-
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let res = admin
-        .create_topics(
-            [&topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap();
-    for r in res {
-        r.unwrap();
-    }
-}
-
-fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .set("acks", "all")
-        .set("message.timeout.ms", "60000");
-    for (k, v) in extra {
-        c.set(*k, *v);
-    }
-    c.create().unwrap()
 }
 
 /// Consumes `partitions` from the beginning until `count` messages arrived.
@@ -74,12 +43,7 @@ fn consume_all(
         .set("fetch.wait.max.ms", "100")
         .create()
         .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    consumer.assign(&from_beginning(topic, partitions)).unwrap();
     let mut out = Vec::with_capacity(count);
     let deadline = Instant::now() + Duration::from_secs(120);
     while out.len() < count {
@@ -130,9 +94,13 @@ async fn hundred_thousand_records_round_trip_with_every_codec() {
     let base_ts = 1_700_000_000_000i64;
     let mut expected: BTreeMap<(i32, i64), Expected> = BTreeMap::new();
     for (ci, codec) in ["none", "gzip", "snappy", "lz4", "zstd"].iter().enumerate() {
-        let p = producer(
+        let p = future_producer(
             &bootstrap,
-            &[("compression.type", codec), ("batch.num.messages", "500")],
+            &[
+                ("message.timeout.ms", "60000"),
+                ("compression.type", codec),
+                ("batch.num.messages", "500"),
+            ],
         );
         let mut pending = Vec::with_capacity(PER_CODEC);
         for i in 0..PER_CODEC {
@@ -278,9 +246,10 @@ async fn idempotent_producer_with_lost_responses_writes_no_duplicates() {
     let bootstrap = proxy_addr.to_string();
     create_topic(&bootstrap, "idem", 3).await;
 
-    let p = producer(
+    let p = future_producer(
         &bootstrap,
         &[
+            ("message.timeout.ms", "60000"),
             ("enable.idempotence", "true"),
             ("max.in.flight.requests.per.connection", "5"),
             ("batch.num.messages", "50"),

@@ -6,11 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, BrokerProcess};
+use common::{free_port, kafka, BrokerProcess};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -55,12 +55,7 @@ fn consume(bootstrap: &str, topic: &str, expect: usize) -> (Vec<String>, Vec<i64
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    c.assign(&kafka::from_beginning(topic, 3)).unwrap();
     let mut values = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while values.len() < expect && Instant::now() < deadline {
@@ -91,21 +86,12 @@ fn expected(n: usize) -> Vec<String> {
 fn create_topic(bootstrap: &str, topic: &str) {
     // Auto-creation through metadata: the broker's default is 1 partition, so create explicitly.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
-                .create()
-                .unwrap();
-        let t = rdkafka::admin::NewTopic::new(topic, 3, rdkafka::admin::TopicReplication::Fixed(1));
-        for r in admin
-            .create_topics([&t], &rdkafka::admin::AdminOptions::new())
-            .await
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    });
+    rt.block_on(kafka::create_topic_with(
+        bootstrap,
+        topic,
+        3,
+        &rdkafka::admin::AdminOptions::new(),
+    ));
 }
 
 #[test]

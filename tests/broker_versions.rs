@@ -6,24 +6,14 @@
 
 mod common;
 
-use common::{RawClient, TestBroker};
+use common::{build_batch, sb as s, tn as topic, RawClient, TestBroker};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use strom::broker::apis::SUPPORTED;
-use strom::log::{BatchBuilder, Compression, Record};
-
-fn s(x: &str) -> StrBytes {
-    StrBytes::from_string(x.to_string())
-}
-
-fn topic(x: &str) -> TopicName {
-    TopicName(s(x))
-}
+use strom::log::{Compression, Record};
 
 fn records() -> bytes::Bytes {
-    let mut b = BatchBuilder::new(Compression::None);
-    b.push(Record::new(Some("k"), Some("v"), 1_700_000_000_000));
-    b.build().unwrap().into()
+    let record = Record::new(Some("k"), Some("v"), 1_700_000_000_000);
+    build_batch(Compression::None, [record]).into()
 }
 
 /// Joins `group` as a new consumer (handling MEMBER_ID_REQUIRED) at `version`; returns the

@@ -6,14 +6,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{RawClient, TestBroker};
+use common::{build_batch, produce_req, sb as s, RawClient, TestBroker};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
-use strom::log::{BatchBuilder, Compression, Record};
-
-fn s(x: &str) -> StrBytes {
-    StrBytes::from_string(x.to_string())
-}
+use strom::log::{Compression, Record};
 
 fn strom(broker: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(common::strom_bin())
@@ -29,20 +24,14 @@ fn strom(broker: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 async fn produce(c: &mut RawClient, topic: &str, partition: i32, n: usize, ts: i64) {
-    let mut b = BatchBuilder::new(Compression::None);
-    for i in 0..n {
-        b.push(Record::new(Some("k"), Some(format!("v{i}")), ts + i as i64));
-    }
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(1000)
-        .with_topic_data(vec![produce_request::TopicProduceData::default()
-            .with_name(TopicName(s(topic)))
-            .with_partition_data(vec![
-                produce_request::PartitionProduceData::default()
-                    .with_index(partition)
-                    .with_records(Some(b.build().unwrap().into())),
-            ])]);
+    let records = (0..n).map(|i| Record::new(Some("k"), Some(format!("v{i}")), ts + i as i64));
+    let req = produce_req(
+        -1,
+        topic,
+        partition,
+        build_batch(Compression::None, records),
+    )
+    .with_timeout_ms(1000);
     let r = c.call(&req, 9).await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
 }

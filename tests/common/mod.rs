@@ -10,11 +10,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, DeleteRecordsRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use strom::broker::{Broker, BrokerConfig, Server};
+use strom::log::{BatchBuilder, Compression, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub mod kafka;
 
 /// As in the `strom` binary: hostile element counts must not abort the in-process broker.
 #[global_allocator]
@@ -213,4 +225,99 @@ impl RawClient {
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
+}
+
+// ---- Request shorthands for raw-protocol tests ------------------------------------------------
+
+/// A `StrBytes` holding `s`.
+pub fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A `TopicName` holding `s`.
+pub fn tn(s: &str) -> TopicName {
+    TopicName(sb(s))
+}
+
+/// One record batch of `records`, built as a producer would (no producer id).
+pub fn build_batch(compression: Compression, records: impl IntoIterator<Item = Record>) -> Vec<u8> {
+    let mut b = BatchBuilder::new(compression);
+    for r in records {
+        b.push(r);
+    }
+    b.build().unwrap()
+}
+
+/// A topic for CreateTopics with `partitions`, replication factor `rf` and config overrides.
+pub fn creatable(name: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(tn(name))
+        .with_num_partitions(partitions)
+        .with_replication_factor(rf)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(sb(k))
+                        .with_value(Some(sb(v)))
+                })
+                .collect(),
+        )
+}
+
+/// Creates `name` (replication factor 1) with CreateTopics v5 and a 5 s timeout; panics unless
+/// the broker reports success.
+pub async fn create_topic(
+    c: &mut RawClient,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![creatable(name, partitions, 1, configs)]);
+    let r = c.call(&req, 5).await;
+    assert_eq!(r.topics[0].error_code, 0, "creating {name}: {r:?}");
+}
+
+/// A Produce request for one partition: no transactional id, 5 s timeout.
+pub fn produce_req(
+    acks: i16,
+    topic: &str,
+    partition: i32,
+    records: impl Into<Bytes>,
+) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_transactional_id(None)
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(tn(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records.into()))])])
+}
+
+/// Produces `records` to one partition with Produce v9 and acks=all; returns the (first)
+/// partition response.
+pub async fn produce_acks_all(
+    c: &mut RawClient,
+    topic: &str,
+    partition: i32,
+    records: impl Into<Bytes>,
+) -> PartitionProduceResponse {
+    let r = c.call(&produce_req(-1, topic, partition, records), 9).await;
+    r.responses[0].partition_responses[0].clone()
+}
+
+/// A DeleteRecords request (5 s timeout) deleting records before `before` in one partition.
+pub fn delete_records_req(topic: &str, partition: i32, before: i64) -> DeleteRecordsRequest {
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(tn(topic))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(partition)
+                .with_offset(before)])])
 }

@@ -6,10 +6,12 @@
 //! - [`log`]: the storage engine (segments of Kafka v2 record batches, indexes, recovery,
 //!   retention, compaction).
 //! - [`broker`]: the Kafka-protocol broker behind `strom server`.
+//! - [`client`]: the Kafka-protocol client (partitioners so far).
 //!
 //! The `strom` binary (see `strom --help`) runs the benchmarks today and the broker as it lands.
 
 pub use strom_broker as broker;
+pub use strom_client as client;
 pub use strom_log as log;
 
 pub mod admin;

@@ -61,7 +61,7 @@ pub struct Admin {
 impl Admin {
     /// Connects to the first reachable broker of a comma-separated list.
     pub async fn connect(brokers: &str) -> Result<Self> {
-        let mut last = String::from("no broker given");
+        let mut last = (brokers.to_string(), String::from("no broker given"));
         for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
             match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(b)).await {
                 Ok(Ok(stream)) => {
@@ -70,8 +70,8 @@ impl Admin {
                         correlation: 0,
                     })
                 }
-                Ok(Err(e)) => last = format!("{b}: {e}"),
-                Err(_) => last = format!("{b}: timed out"),
+                Ok(Err(e)) => last = (b.to_string(), e.to_string()),
+                Err(_) => last = (b.to_string(), "timed out".to_string()),
             }
         }
         Err(AdminError::Connect {

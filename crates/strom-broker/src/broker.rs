@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -321,13 +321,15 @@ impl Broker {
     /// Handles one request.
     pub async fn handle(&self, req: Request) -> Reply {
         let version = req.header.request_api_version;
-        let client_id = req
-            .header
-            .client_id
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
-        let host = req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
+        // Only JoinGroup needs the client's id and address; the hot paths do not pay for them.
+        let client_id = || {
+            req.header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+        };
+        let host = || req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
         if crate::apis::is_group_api(req.api) {
             self.ensure_offsets_topic();
         }
@@ -336,7 +338,7 @@ impl Broker {
                 ResponseKind::FindCoordinator(self.find_coordinator(r, version))
             }
             RequestKind::JoinGroup(r) => {
-                ResponseKind::JoinGroup(self.join_group(r, version, client_id, host).await)
+                ResponseKind::JoinGroup(self.join_group(r, version, client_id(), host()).await)
             }
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, version).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r)),
@@ -408,9 +410,4 @@ pub(crate) fn is_internal(topic: &str) -> bool {
 /// `StrBytes` from a `String`.
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
-}
-
-/// The API key of a response, for logs.
-pub fn api_of(r: &Request) -> ApiKey {
-    r.api
 }

@@ -75,8 +75,8 @@ impl Admin {
             }
         }
         Err(AdminError::Connect {
-            broker: brokers.to_string(),
-            reason: last,
+            broker: last.0,
+            reason: last.1,
         })
     }
 

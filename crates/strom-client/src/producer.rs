@@ -1,0 +1,792 @@
+//! The producer: batching per partition, compression, backpressure, retries and idempotence.
+//!
+//! ```text
+//!  send() ──▶ accumulator (open batch per partition) ──seal──▶ ready queue per partition
+//!                                                                   │ sender task: by leader
+//!                                                                   ▼
+//!                            completions ◀── request tasks (encode, compress, Produce) ──▶ broker
+//! ```
+//!
+//! `send` only appends to a batch and returns a [`DeliveryFuture`]; one sender task decides what
+//! goes out (a batch is full, its `linger.ms` passed, or `flush` asked) and hands each broker's
+//! batches to a request task, which compresses them off the caller's path. With idempotence (the
+//! default) each batch carries the producer id and a per-partition sequence number; a batch that
+//! fails with a retriable error goes back to the front of its partition's queue and is sent again
+//! with the same sequence, so the broker drops duplicates and never reorders, with up to
+//! `max.in.flight.requests.per.connection` (≤ 5) requests in flight.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+
+use crate::batch::{record_size_bound, restamp_sequence, OpenBatch, ProducerStamp};
+use crate::cluster::Cluster;
+use crate::config::{Acks, ProducerConfig};
+use crate::error::{Error, Result};
+use crate::types::{Header, TopicPartition};
+
+/// A record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Destination partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    /// Key (decides the partition with the default partitioner).
+    pub key: Option<Bytes>,
+    /// Value; `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// Headers.
+    pub headers: Vec<Header>,
+    /// Timestamp in ms since the epoch; `None` means now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with a value and nothing else.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    /// Sets the partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+    /// Sets the timestamp.
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+}
+
+/// Where a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset, or -1 with `acks=0`.
+    pub offset: i64,
+    /// The record's timestamp (the broker's with LogAppendTime topics).
+    pub timestamp: i64,
+}
+
+/// Resolves when the record is acknowledged (or finally fails).
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+type Reply = oneshot::Sender<Result<RecordMetadata>>;
+
+/// A batch that is closed to new records and waits to be sent (or re-sent).
+struct Sealed {
+    tp: TopicPartition,
+    id: u64,
+    open: OpenBatch,
+    encoded: Option<Bytes>,
+    replies: Vec<(Reply, i64)>,
+    reserved: usize,
+    created: Instant,
+    base_sequence: i32,
+    retry_at: Option<Instant>,
+}
+
+struct Filling {
+    id: u64,
+    batch: OpenBatch,
+    replies: Vec<(Reply, i64)>,
+    reserved: usize,
+    created: Instant,
+}
+
+#[derive(Default)]
+struct PartQueue {
+    filling: Option<Filling>,
+    ready: VecDeque<Sealed>,
+    in_flight: usize,
+    next_sequence: i32,
+    /// Sequence after the last acknowledged batch (where a re-numbering restarts).
+    acked_sequence: i32,
+    /// A batch failed and will be retried: send nothing newer until everything in flight is back.
+    hold: bool,
+    /// A batch failed for good: renumber the rest once nothing is in flight.
+    renumber: bool,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    parts: HashMap<TopicPartition, PartQueue>,
+    next_id: u64,
+    live: BTreeSet<u64>,
+    flush_upto: u64,
+    closed: bool,
+}
+
+struct Inner {
+    config: ProducerConfig,
+    cluster: Arc<Cluster>,
+    memory: Semaphore,
+    acc: Mutex<Accumulator>,
+    wake: Notify,
+    progress: Notify,
+    stamp: Mutex<ProducerStamp>,
+}
+
+/// A Kafka producer. Cheap to share: clone the `Arc` or call [`Producer::send`] from many tasks.
+pub struct Producer {
+    inner: Arc<Inner>,
+    sender: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("config", &self.inner.config).finish()
+    }
+}
+
+fn sequence_add(seq: i32, n: i32) -> i32 {
+    // Kafka's sequences wrap at i32::MAX back to 0.
+    ((seq as i64 + n as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
+impl Producer {
+    /// Connects to the cluster (and, with idempotence, obtains a producer id).
+    pub async fn new(config: ProducerConfig) -> Result<Producer> {
+        config.validate()?;
+        let cluster = Cluster::new(config.client.clone(), config.allow_auto_create_topics)?;
+        let conn = cluster.any().await?;
+        let mut stamp = ProducerStamp::NONE;
+        if config.idempotence {
+            let deadline = Instant::now() + config.max_block;
+            loop {
+                let (_, r) = conn
+                    .send(&InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1), 0..=4)
+                    .await?;
+                match ResponseError::try_from_code(r.error_code) {
+                    None => {
+                        stamp = ProducerStamp {
+                            id: r.producer_id.0,
+                            epoch: r.producer_epoch,
+                            base_sequence: 0,
+                        };
+                        break;
+                    }
+                    Some(e) if e.is_retriable() && Instant::now() < deadline => {
+                        tokio::time::sleep(config.client.retry_backoff).await;
+                    }
+                    Some(e) => return Err(Error::broker("InitProducerId", e, None)),
+                }
+            }
+        }
+        let memory = Semaphore::new(config.buffer_memory.min(Semaphore::MAX_PERMITS));
+        let inner = Arc::new(Inner {
+            config,
+            cluster,
+            memory,
+            acc: Mutex::new(Accumulator::default()),
+            wake: Notify::new(),
+            progress: Notify::new(),
+            stamp: Mutex::new(stamp),
+        });
+        let sender = tokio::spawn(Sender::new(inner.clone()).run());
+        Ok(Producer {
+            inner,
+            sender: Some(sender),
+        })
+    }
+
+    /// The producer id and epoch (-1 without idempotence).
+    pub fn producer_id(&self) -> (i64, i16) {
+        let s = *self.inner.stamp.lock();
+        (s.id, s.epoch)
+    }
+
+    /// Queues a record; waits only for metadata and buffer space (backpressure, up to
+    /// `max.block.ms`). The returned future resolves when the broker acknowledges it.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let inner = &self.inner;
+        let cfg = &inner.config;
+        let topic = match inner.cluster.cached(&record.topic) {
+            Some(t) => t,
+            None => inner.cluster.topic(&record.topic, cfg.max_block).await?,
+        };
+        let n = topic.partitions.len() as i32;
+        if n == 0 {
+            return Err(Error::UnknownTopic(record.topic));
+        }
+        let partition = match record.partition {
+            Some(p) if (0..n).contains(&p) => p,
+            Some(p) => {
+                return Err(Error::Usage(format!(
+                    "topic {} has {n} partitions; partition {p} does not exist",
+                    record.topic
+                )))
+            }
+            None => cfg.partitioner.partition(record.key.as_deref(), n),
+        };
+        let size = record_size_bound(record.key.as_deref(), record.value.as_deref(), &record.headers);
+        if size + crate::batch::HEADER_SIZE > cfg.max_request_size || size > cfg.buffer_memory {
+            return Err(Error::Usage(format!(
+                "record of {size} bytes exceeds max.request.size ({}) or buffer.memory ({})",
+                cfg.max_request_size, cfg.buffer_memory
+            )));
+        }
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        match tokio::time::timeout(cfg.max_block, inner.memory.acquire_many(permits)).await {
+            Ok(Ok(p)) => p.forget(),
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "waiting for buffer.memory".into(),
+                    after: cfg.max_block,
+                })
+            }
+        }
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let (tx, rx) = oneshot::channel();
+        let tp = TopicPartition::new(record.topic, partition);
+        let mut wake = false;
+        {
+            let mut acc = inner.acc.lock();
+            if acc.closed {
+                drop(acc);
+                inner.memory.add_permits(permits as usize);
+                return Err(Error::Closed);
+            }
+            let acc = &mut *acc;
+            let q = acc.parts.entry(tp.clone()).or_default();
+            if let Some(f) = &q.filling {
+                if f.batch.count() > 0 && f.batch.size() + size > cfg.batch_size {
+                    seal(q, &tp, inner.stamp.lock().base_sequence >= 0);
+                    cfg.partitioner.batch_full(partition, n);
+                    wake = true;
+                }
+            }
+            let f = q.filling.get_or_insert_with(|| {
+                acc.next_id += 1;
+                acc.live.insert(acc.next_id);
+                wake = true;
+                Filling {
+                    id: acc.next_id,
+                    batch: OpenBatch::new(timestamp, cfg.batch_size.min(size.max(1024) * 2).max(size)),
+                    replies: Vec::new(),
+                    reserved: 0,
+                    created: Instant::now(),
+                }
+            });
+            f.batch.push(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
+            f.replies.push((tx, timestamp));
+            f.reserved += permits as usize;
+            if f.batch.size() >= cfg.batch_size {
+                seal(q, &tp, inner.stamp.lock().base_sequence >= 0);
+                cfg.partitioner.batch_full(partition, n);
+                wake = true;
+            }
+        }
+        if wake {
+            inner.wake.notify_one();
+        }
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Sends every record queued so far without waiting for `linger.ms` and waits until each
+    /// is acknowledged or failed.
+    pub async fn flush(&self) -> Result<()> {
+        let upto = {
+            let mut acc = self.inner.acc.lock();
+            acc.flush_upto = acc.next_id;
+            acc.next_id
+        };
+        self.inner.wake.notify_one();
+        loop {
+            let notified = self.inner.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let acc = self.inner.acc.lock();
+                if acc.live.first().is_none_or(|&first| first > upto) {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Flushes, then stops the producer. Records sent afterwards fail with [`Error::Closed`].
+    pub async fn close(mut self) -> Result<()> {
+        let r = self.flush().await;
+        self.inner.acc.lock().closed = true;
+        self.inner.wake.notify_one();
+        if let Some(h) = self.sender.take() {
+            let _ = h.await;
+        }
+        r
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // The sender task finishes what is queued, then exits.
+        self.inner.acc.lock().closed = true;
+        self.inner.wake.notify_one();
+    }
+}
+
+fn seal(q: &mut PartQueue, tp: &TopicPartition, idempotent: bool) {
+    if let Some(f) = q.filling.take() {
+        let base_sequence = if idempotent {
+            let s = q.next_sequence;
+            q.next_sequence = sequence_add(s, f.batch.count());
+            s
+        } else {
+            -1
+        };
+        q.ready.push_back(Sealed {
+            tp: tp.clone(),
+            id: f.id,
+            open: f.batch,
+            encoded: None,
+            replies: f.replies,
+            reserved: f.reserved,
+            created: f.created,
+            base_sequence,
+            retry_at: None,
+        });
+    }
+}
+
+/// What a request task reports back.
+struct Completion {
+    broker: i32,
+    batches: Vec<Sealed>,
+    result: Result<Option<ProduceResponse>>,
+}
+
+struct Sender {
+    inner: Arc<Inner>,
+    in_flight: HashMap<i32, usize>,
+    done_tx: mpsc::UnboundedSender<Completion>,
+    done_rx: mpsc::UnboundedReceiver<Completion>,
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sender {
+    fn new(inner: Arc<Inner>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Sender {
+            inner,
+            in_flight: HashMap::new(),
+            done_tx,
+            done_rx,
+            refreshing: Arc::default(),
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let (next_deadline, finished) = self.dispatch();
+            if finished {
+                return;
+            }
+            let sleep = next_deadline.map(|d| tokio::time::sleep_until(d.into()));
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                Some(done) = self.done_rx.recv() => self.complete(done),
+                _ = async { match sleep { Some(s) => s.await, None => std::future::pending().await } } => {}
+            }
+            while let Ok(done) = self.done_rx.try_recv() {
+                self.complete(done);
+            }
+        }
+    }
+
+    fn refresh_metadata(&self) {
+        if self.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let cluster = self.inner.cluster.clone();
+        let flag = self.refreshing.clone();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let topics: Vec<String> = {
+                let acc = inner.acc.lock();
+                let set: BTreeSet<&String> = acc.parts.keys().map(|tp| &tp.topic).collect();
+                set.into_iter().cloned().collect()
+            };
+            if let Err(e) = cluster.refresh(Some(&topics)).await {
+                tracing::debug!(error = %e, "metadata refresh failed");
+                tokio::time::sleep(cluster.config.retry_backoff).await;
+            }
+            flag.store(false, std::sync::atomic::Ordering::Release);
+            inner.wake.notify_one();
+        });
+    }
+
+    /// Seals what is due, sends what may go, fails what expired. Returns when to look again and
+    /// whether the producer is closed and drained.
+    fn dispatch(&mut self) -> (Option<Instant>, bool) {
+        let inner = self.inner.clone();
+        let cfg = &inner.config;
+        let now = Instant::now();
+        let idempotent = inner.stamp.lock().base_sequence >= 0;
+        let mut next: Option<Instant> = None;
+        let mut soonest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        let mut by_broker: BTreeMap<i32, Vec<Sealed>> = BTreeMap::new();
+        let mut expired: Vec<Sealed> = Vec::new();
+        let mut need_metadata = inner.cluster.stale();
+        let finished;
+        {
+            let mut acc = inner.acc.lock();
+            let acc = &mut *acc;
+            let flush_upto = acc.flush_upto;
+            let closing = acc.closed;
+            for (tp, q) in acc.parts.iter_mut() {
+                if let Some(f) = &q.filling {
+                    let due = f.created + cfg.linger;
+                    if due <= now || f.id <= flush_upto || closing {
+                        seal(q, tp, idempotent);
+                    } else {
+                        soonest(due);
+                    }
+                }
+                // Expire batches that waited past delivery.timeout.ms (only ones not in flight).
+                while q.ready.front().is_some_and(|b| b.created + cfg.delivery_timeout <= now) {
+                    if let Some(b) = q.ready.pop_front() {
+                        if idempotent {
+                            q.renumber = true;
+                        }
+                        expired.push(b);
+                    }
+                }
+                if let Some(b) = q.ready.front() {
+                    soonest(b.created + cfg.delivery_timeout);
+                }
+                if (q.hold || q.renumber) && q.in_flight > 0 {
+                    continue;
+                }
+                if q.renumber {
+                    let mut seq = q.acked_sequence;
+                    for b in q.ready.iter_mut() {
+                        b.base_sequence = seq;
+                        if let Some(e) = &b.encoded {
+                            b.encoded = Some(restamp_sequence(e, seq));
+                        }
+                        seq = sequence_add(seq, b.open.count());
+                    }
+                    q.next_sequence = seq;
+                    q.renumber = false;
+                }
+                q.hold = false;
+                let leader = inner.cluster.leader(&tp.topic, tp.partition);
+                if leader < 0 {
+                    if !q.ready.is_empty() {
+                        need_metadata = true;
+                    }
+                    continue;
+                }
+                let limit = if idempotent { cfg.max_in_flight } else { usize::MAX };
+                while q.in_flight < limit {
+                    let Some(b) = q.ready.front() else { break };
+                    if let Some(at) = b.retry_at {
+                        if at > now {
+                            soonest(at);
+                            break;
+                        }
+                    }
+                    let broker_busy = *self.in_flight.get(&leader).unwrap_or(&0) >= cfg.max_in_flight;
+                    let already = by_broker.get(&leader).is_some_and(|v| v.iter().any(|x| &x.tp == tp));
+                    if broker_busy || already {
+                        break;
+                    }
+                    if let Some(b) = q.ready.pop_front() {
+                        q.in_flight += 1;
+                        by_broker.entry(leader).or_default().push(b);
+                    }
+                }
+            }
+            finished = acc.closed && acc.live.is_empty();
+        }
+        if need_metadata {
+            self.refresh_metadata();
+        }
+        for b in expired {
+            let err = Error::Timeout {
+                what: format!("delivery to {}", b.tp),
+                after: cfg.delivery_timeout,
+            };
+            self.finish(b, Err(err));
+        }
+        for (broker, batches) in by_broker {
+            // Split into requests of at most max.request.size (estimated before compression).
+            let mut request: Vec<Sealed> = Vec::new();
+            let mut size = 0usize;
+            let mut requests = Vec::new();
+            for b in batches {
+                let s = b.open.size();
+                if !request.is_empty() && size + s > cfg.max_request_size {
+                    requests.push(std::mem::take(&mut request));
+                    size = 0;
+                }
+                size += s;
+                request.push(b);
+            }
+            if !request.is_empty() {
+                requests.push(request);
+            }
+            for r in requests {
+                *self.in_flight.entry(broker).or_default() += 1;
+                let inner = self.inner.clone();
+                let done = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let (batches, result) = produce(&inner, broker, r).await;
+                    let _ = done.send(Completion {
+                        broker,
+                        batches,
+                        result,
+                    });
+                });
+            }
+        }
+        (next, finished)
+    }
+
+    /// Completes (or fails) a batch's records and returns its buffer memory.
+    fn finish(&self, b: Sealed, result: Result<(i64, i64)>) {
+        let inner = &self.inner;
+        for (i, (reply, ts)) in b.replies.into_iter().enumerate() {
+            let _ = reply.send(match &result {
+                Ok((base, append_time)) => Ok(RecordMetadata {
+                    topic: b.tp.topic.clone(),
+                    partition: b.tp.partition,
+                    offset: if *base >= 0 { base + i as i64 } else { -1 },
+                    timestamp: if *append_time >= 0 { *append_time } else { ts },
+                }),
+                Err(e) => Err(e.clone()),
+            });
+        }
+        inner.memory.add_permits(b.reserved);
+        inner.acc.lock().live.remove(&b.id);
+        inner.progress.notify_waiters();
+    }
+
+    fn complete(&mut self, done: Completion) {
+        if let Some(n) = self.in_flight.get_mut(&done.broker) {
+            *n = n.saturating_sub(1);
+        }
+        let cfg = &self.inner.config;
+        let mut outcomes: HashMap<TopicPartition, (i16, i64, i64, Option<String>)> = HashMap::new();
+        let request_error = match &done.result {
+            Ok(Some(resp)) => {
+                for t in &resp.responses {
+                    for p in &t.partition_responses {
+                        outcomes.insert(
+                            TopicPartition::new(t.name.0.to_string(), p.index),
+                            (p.error_code, p.base_offset, p.log_append_time_ms, p.error_message.as_ref().map(|m| m.to_string())),
+                        );
+                    }
+                }
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e.clone()),
+        };
+        let acks0 = matches!(done.result, Ok(None));
+        let mut retry_later: Vec<Sealed> = Vec::new();
+        let mut refresh = false;
+        for b in done.batches {
+            let outcome: Result<(i64, i64)> = if acks0 {
+                Ok((-1, -1))
+            } else if let Some(e) = &request_error {
+                Err(e.clone())
+            } else {
+                match outcomes.get(&b.tp) {
+                    None => Err(Error::Protocol(format!("produce response has no answer for {}", b.tp))),
+                    Some((0, base, at, _)) => Ok((*base, *at)),
+                    Some((code, base, at, msg)) => match ResponseError::try_from_code(*code) {
+                        Some(ResponseError::DuplicateSequenceNumber) => Ok((*base, *at)),
+                        Some(e) => Err(Error::broker(format!("produce to {}", b.tp), e, msg.clone())),
+                        None => Err(Error::Protocol(format!("produce to {}: unknown error code {code}", b.tp))),
+                    },
+                }
+            };
+            let mut acc = self.inner.acc.lock();
+            let Some(q) = acc.parts.get_mut(&b.tp) else {
+                drop(acc);
+                self.finish(b, Err(Error::Internal("batch of an unknown partition".into())));
+                continue;
+            };
+            q.in_flight = q.in_flight.saturating_sub(1);
+            match outcome {
+                Ok(offsets) => {
+                    if b.base_sequence >= 0 {
+                        q.acked_sequence = sequence_add(b.base_sequence, b.open.count());
+                    }
+                    drop(acc);
+                    self.finish(b, Ok(offsets));
+                }
+                Err(e) => {
+                    let out_of_order = e.code() == Some(ResponseError::OutOfOrderSequenceNumber);
+                    // Out-of-order means an earlier batch of this partition failed and is being
+                    // retried (or renumbered); this one follows it.
+                    let retriable = e.is_retriable() || (out_of_order && (q.hold || q.renumber || q.in_flight > 0 || !q.ready.is_empty()));
+                    let expired = b.created + cfg.delivery_timeout <= Instant::now();
+                    if retriable && !expired {
+                        if matches!(
+                            e.code(),
+                            Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition | ResponseError::LeaderNotAvailable | ResponseError::FencedLeaderEpoch)
+                        ) || matches!(e, Error::Disconnected(_) | Error::Timeout { .. } | Error::Unreachable { .. })
+                        {
+                            refresh = true;
+                        }
+                        if b.base_sequence >= 0 {
+                            q.hold = true;
+                        }
+                        tracing::debug!(partition = %b.tp, error = %e, "retrying batch");
+                        drop(acc);
+                        retry_later.push(b);
+                    } else {
+                        if b.base_sequence >= 0 {
+                            q.renumber = true;
+                        }
+                        drop(acc);
+                        self.finish(b, Err(e));
+                    }
+                }
+            }
+        }
+        if !retry_later.is_empty() {
+            let at = Instant::now() + cfg.client.retry_backoff;
+            let mut acc = self.inner.acc.lock();
+            for mut b in retry_later {
+                b.retry_at = Some(at);
+                if let Some(q) = acc.parts.get_mut(&b.tp) {
+                    // Keep the queue in sequence (or creation) order.
+                    let pos = q.ready.iter().position(|x| x.id > b.id).unwrap_or(q.ready.len());
+                    q.ready.insert(pos, b);
+                }
+            }
+        }
+        if refresh {
+            self.refresh_metadata();
+        }
+    }
+}
+
+/// Encodes the batches, sends one Produce request to `broker`, and returns them with the result.
+async fn produce(inner: &Inner, broker: i32, mut batches: Vec<Sealed>) -> (Vec<Sealed>, Result<Option<ProduceResponse>>) {
+    let cfg = &inner.config;
+    let stamp = *inner.stamp.lock();
+    for b in batches.iter_mut() {
+        if b.encoded.is_none() {
+            let s = ProducerStamp {
+                base_sequence: b.base_sequence,
+                ..if b.base_sequence >= 0 { stamp } else { ProducerStamp::NONE }
+            };
+            match b.open.encode(cfg.compression, s) {
+                Ok(bytes) => b.encoded = Some(bytes),
+                Err(e) => return (batches, Err(e)),
+            }
+        }
+    }
+    let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
+    for b in &batches {
+        topics.entry(&b.tp.topic).or_default().push(
+            PartitionProduceData::default()
+                .with_index(b.tp.partition)
+                .with_records(b.encoded.clone()),
+        );
+    }
+    let req = ProduceRequest::default()
+        .with_acks(cfg.acks.wire())
+        .with_timeout_ms(cfg.client.request_timeout.as_millis().min(i32::MAX as u128) as i32)
+        .with_topic_data(
+            topics
+                .into_iter()
+                .map(|(t, parts)| {
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partition_data(parts)
+                })
+                .collect(),
+        );
+    let result = async {
+        let conn = inner.cluster.broker(broker).await?;
+        let version = conn.version::<ProduceRequest>(3..=9)?;
+        if cfg.acks == Acks::None {
+            conn.send_oneway(&req, version)?;
+            Ok(None)
+        } else {
+            Ok(Some(conn.send_raw(&req, version).await?))
+        }
+    }
+    .await;
+    (batches, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_wrap_like_kafka() {
+        assert_eq!(sequence_add(5, 3), 8);
+        assert_eq!(sequence_add(i32::MAX, 1), 0);
+        assert_eq!(sequence_add(i32::MAX - 1, 5), 3);
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_a_reason() {
+        let mut c = ProducerConfig::new("localhost:9092");
+        c.set("acks", "1").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("acks=all"), "{e}");
+        c.set("enable.idempotence", "false").unwrap();
+        c.validate().unwrap();
+        assert!(c.set("linger.ms", "soon").is_err());
+        assert!(c.set("no.such.thing", "1").unwrap_err().to_string().contains("no.such.thing"));
+        assert!(ProducerConfig::new("localhost").validate().is_err());
+    }
+}

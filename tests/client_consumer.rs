@@ -10,15 +10,19 @@ use std::time::Duration;
 
 use common::TestBroker;
 use strom::client::{
-    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetReset, OffsetSpec, Producer,
-    ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition,
+    Admin, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetReset,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition,
 };
 
 async fn produce_n(bootstrap: &str, topic: &str, n: usize, c: Compression) {
-    let p = Producer::new(ProducerConfig::new(bootstrap).compression(c)).await.unwrap();
+    let p = Producer::new(ProducerConfig::new(bootstrap).compression(c))
+        .await
+        .unwrap();
     let mut futs = Vec::new();
     for i in 0..n {
-        let r = ProducerRecord::new(topic, format!("v{i}")).key(format!("k{i}")).header("i", i.to_string());
+        let r = ProducerRecord::new(topic, format!("v{i}"))
+            .key(format!("k{i}"))
+            .header("i", i.to_string());
         futs.push(p.send(r).await.unwrap());
     }
     for f in futs {
@@ -45,12 +49,27 @@ async fn round_trip_with_every_codec() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let admin = Admin::connect(&b.bootstrap()).await.unwrap();
-    for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for c in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let topic = format!("rt-{}", c.name());
-        admin.create_topics(&[NewTopic::new(&topic, 3)]).await.unwrap();
+        admin
+            .create_topics(&[NewTopic::new(&topic, 3)])
+            .await
+            .unwrap();
         produce_n(&b.bootstrap(), &topic, 3000, c).await;
         let mut consumer = Consumer::new(cfg(&b)).await.unwrap();
-        consumer.assign(&(0..3).map(|p| TopicPartition::new(&topic, p)).collect::<Vec<_>>()).unwrap();
+        consumer
+            .assign(
+                &(0..3)
+                    .map(|p| TopicPartition::new(&topic, p))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
         let got = consume_until(&mut consumer, 3000, Duration::from_secs(20)).await;
         assert_eq!(got.len(), 3000, "{c:?}");
         let mut per_part: HashMap<i32, i64> = HashMap::new();
@@ -62,9 +81,15 @@ async fn round_trip_with_every_codec() {
             let v = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
             let i: usize = v[1..].parse().unwrap();
             assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
-            assert_eq!(r.headers[0].value.as_deref(), Some(i.to_string().as_bytes()));
+            assert_eq!(
+                r.headers[0].value.as_deref(),
+                Some(i.to_string().as_bytes())
+            );
             // Same partition as Kafka's own clients would pick.
-            assert_eq!(r.partition, strom::client::partitioner::partition_for_key(format!("k{i}").as_bytes(), 3));
+            assert_eq!(
+                r.partition,
+                strom::client::partitioner::partition_for_key(format!("k{i}").as_bytes(), 3)
+            );
             values.insert(i);
         }
         assert_eq!(values.len(), 3000);
@@ -78,9 +103,13 @@ async fn seek_pause_resume_and_timestamps() {
     let b = TestBroker::start(dir.path(), |_| {}).await;
     let admin = Admin::connect(&b.bootstrap()).await.unwrap();
     admin.create_topics(&[NewTopic::new("s", 1)]).await.unwrap();
-    let p = Producer::new(ProducerConfig::new(&b.bootstrap())).await.unwrap();
+    let p = Producer::new(ProducerConfig::new(&b.bootstrap()))
+        .await
+        .unwrap();
     for i in 0..100i64 {
-        p.send(ProducerRecord::new("s", format!("{i}")).timestamp(1_000_000 + i * 10)).await.unwrap();
+        p.send(ProducerRecord::new("s", format!("{i}")).timestamp(1_000_000 + i * 10))
+            .await
+            .unwrap();
     }
     p.flush().await.unwrap();
     let tp = TopicPartition::new("s", 0);
@@ -91,13 +120,21 @@ async fn seek_pause_resume_and_timestamps() {
     c.seek(&tp, 40).unwrap();
     let r = c.recv().await.unwrap();
     assert_eq!(r.offset, 40);
-    c.seek_to_timestamp(std::slice::from_ref(&tp), 1_000_000 + 555).unwrap();
+    c.seek_to_timestamp(std::slice::from_ref(&tp), 1_000_000 + 555)
+        .unwrap();
     assert_eq!(c.recv().await.unwrap().offset, 56);
     c.seek_to_end(std::slice::from_ref(&tp)).unwrap();
     assert!(c.poll(Duration::from_millis(300)).await.unwrap().is_empty());
     c.pause(std::slice::from_ref(&tp)).unwrap();
-    p.send(ProducerRecord::new("s", "late")).await.unwrap().await.unwrap();
-    assert!(c.poll(Duration::from_millis(500)).await.unwrap().is_empty(), "paused");
+    p.send(ProducerRecord::new("s", "late"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        c.poll(Duration::from_millis(500)).await.unwrap().is_empty(),
+        "paused"
+    );
     c.resume(std::slice::from_ref(&tp)).unwrap();
     let r = c.recv().await.unwrap();
     assert_eq!((r.offset, r.value.as_deref()), (100, Some(&b"late"[..])));
@@ -124,7 +161,12 @@ async fn group_of_three(assignor: &str) {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |c| c.group_initial_rebalance_delay_ms = 0).await;
     let topic = format!("g-{assignor}");
-    Admin::connect(&b.bootstrap()).await.unwrap().create_topics(&[NewTopic::new(&topic, 6)]).await.unwrap();
+    Admin::connect(&b.bootstrap())
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new(&topic, 6)])
+        .await
+        .unwrap();
     produce_n(&b.bootstrap(), &topic, 600, Compression::Lz4).await;
     let group = format!("group-{assignor}");
     let mk = || {
@@ -158,12 +200,21 @@ async fn group_of_three(assignor: &str) {
         if seen.len() == 600 && owned == [2, 2, 2] {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "owned {owned:?}, seen {}", seen.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "owned {owned:?}, seen {}",
+            seen.len()
+        );
     }
     let all: BTreeSet<TopicPartition> = members.iter().flat_map(|c| c.assignment()).collect();
     assert_eq!(all.len(), 6, "disjoint assignments covering the topic");
     for log in &logs {
-        assert!(log.0.lock().unwrap().iter().any(|e| e.starts_with("assigned")));
+        assert!(log
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("assigned")));
     }
     // One member leaves: the other two take over its partitions.
     let leaving = members.pop().unwrap();
@@ -177,7 +228,10 @@ async fn group_of_three(assignor: &str) {
         if owned == [3, 3] {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "owned after leave {owned:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "owned after leave {owned:?}"
+        );
     }
     for c in members.iter_mut() {
         c.commit().await.unwrap();
@@ -187,16 +241,29 @@ async fn group_of_three(assignor: &str) {
     }
     // Offsets were committed: a new member of the group reads nothing old.
     let admin = Admin::connect(&b.bootstrap()).await.unwrap();
-    let ends = admin.list_offsets(std::slice::from_ref(&topic), OffsetSpec::Latest).await.unwrap();
+    let ends = admin
+        .list_offsets(std::slice::from_ref(&topic), OffsetSpec::Latest)
+        .await
+        .unwrap();
     assert_eq!(ends.values().sum::<i64>(), 600);
-    assert_eq!(admin.group_offsets(&group).await.unwrap(), ends, "everything read was committed");
+    assert_eq!(
+        admin.group_offsets(&group).await.unwrap(),
+        ends,
+        "everything read was committed"
+    );
     produce_n(&b.bootstrap(), &topic, 6, Compression::None).await;
     let mut fresh = Consumer::new(mk()).await.unwrap();
     fresh.subscribe(&[&topic]).unwrap();
     let got = consume_until(&mut fresh, 6, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 6, "only the new records");
-    assert!(got.iter().all(|r| r.offset >= ends[&TopicPartition::new(&topic, r.partition)]));
-    assert!(fresh.poll(Duration::from_millis(300)).await.unwrap().is_empty());
+    assert!(got
+        .iter()
+        .all(|r| r.offset >= ends[&TopicPartition::new(&topic, r.partition)]));
+    assert!(fresh
+        .poll(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
     fresh.commit().await.unwrap();
     let lag = admin.consumer_lag(&group).await.unwrap();
     assert_eq!(lag.len(), 6);

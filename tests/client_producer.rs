@@ -10,9 +10,17 @@ use strom::client::{Compression, Producer, ProducerConfig, ProducerRecord};
 async fn produces_in_order_with_every_codec() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), |_| {}).await;
-    for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for c in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let topic = format!("p-{}", c.name());
-        let p = Producer::new(ProducerConfig::new(&b.bootstrap()).compression(c)).await.unwrap();
+        let p = Producer::new(ProducerConfig::new(&b.bootstrap()).compression(c))
+            .await
+            .unwrap();
         let mut futs = Vec::new();
         for i in 0..5000 {
             let r = ProducerRecord::new(&topic, format!("value-{i}")).key(format!("k{}", i % 7));
@@ -22,7 +30,10 @@ async fn produces_in_order_with_every_codec() {
         for f in futs {
             let m = f.await.unwrap();
             let prev = last.insert(m.partition, m.offset);
-            assert!(prev.is_none_or(|p| p + 1 == m.offset), "offsets in order per partition");
+            assert!(
+                prev.is_none_or(|p| p + 1 == m.offset),
+                "offsets in order per partition"
+            );
         }
         p.close().await.unwrap();
     }

@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub mod kafka;
+pub mod proxy;
 
 /// As in the `strom` binary: hostile element counts must not abort the in-process broker.
 #[global_allocator]

@@ -8,12 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Buf;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
@@ -35,7 +39,9 @@ fn broker_error(context: String, code: i16, message: Option<&StrBytes>) -> Resul
     match ResponseError::try_from_code(code) {
         None if code == 0 => Ok(()),
         Some(e) => Err(Error::broker(context, e, message.map(|m| m.to_string()))),
-        None => Err(Error::Protocol(format!("{context}: unknown error code {code}"))),
+        None => Err(Error::Protocol(format!(
+            "{context}: unknown error code {code}"
+        ))),
     }
 }
 
@@ -224,26 +230,36 @@ impl Admin {
     /// Creates topics; fails on the first topic the broker refuses (with its reason).
     pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<()> {
         let conn = self.controller().await?;
-        let req = CreateTopicsRequest::default().with_timeout_ms(self.timeout_ms()).with_topics(
-            topics
-                .iter()
-                .map(|t| {
-                    CreatableTopic::default()
-                        .with_name(TopicName(s(&t.name)))
-                        .with_num_partitions(t.partitions)
-                        .with_replication_factor(t.replication_factor)
-                        .with_configs(
-                            t.configs
-                                .iter()
-                                .map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v))))
-                                .collect(),
-                        )
-                })
-                .collect(),
-        );
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        CreatableTopic::default()
+                            .with_name(TopicName(s(&t.name)))
+                            .with_num_partitions(t.partitions)
+                            .with_replication_factor(t.replication_factor)
+                            .with_configs(
+                                t.configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(s(k))
+                                            .with_value(Some(s(v)))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
         let (_, resp) = conn.send(&req, 2..=7).await?;
         for t in &resp.topics {
-            broker_error(format!("create topic {}", t.name.0), t.error_code, t.error_message.as_ref())?;
+            broker_error(
+                format!("create topic {}", t.name.0),
+                t.error_code,
+                t.error_message.as_ref(),
+            )?;
         }
         let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
         let _ = self.cluster.refresh(Some(&names)).await;
@@ -256,14 +272,23 @@ impl Admin {
         let version = conn.version::<DeleteTopicsRequest>(1..=6)?;
         let mut req = DeleteTopicsRequest::default().with_timeout_ms(self.timeout_ms());
         if version >= 6 {
-            req = req.with_topics(names.iter().map(|n| DeleteTopicState::default().with_name(Some(TopicName(s(n))))).collect());
+            req = req.with_topics(
+                names
+                    .iter()
+                    .map(|n| DeleteTopicState::default().with_name(Some(TopicName(s(n)))))
+                    .collect(),
+            );
         } else {
             req = req.with_topic_names(names.iter().map(|n| TopicName(s(n))).collect());
         }
         let resp = conn.send_raw(&req, version).await?;
         for r in &resp.responses {
             let name = r.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
-            broker_error(format!("delete topic {name}"), r.error_code, r.error_message.as_ref())?;
+            broker_error(
+                format!("delete topic {name}"),
+                r.error_code,
+                r.error_message.as_ref(),
+            )?;
         }
         Ok(())
     }
@@ -273,10 +298,16 @@ impl Admin {
         let conn = self.controller().await?;
         let req = CreatePartitionsRequest::default()
             .with_timeout_ms(self.timeout_ms())
-            .with_topics(vec![CreatePartitionsTopic::default().with_name(TopicName(s(topic))).with_count(total)]);
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_count(total)]);
         let (_, resp) = conn.send(&req, 0..=3).await?;
         for r in &resp.results {
-            broker_error(format!("create partitions of {topic}"), r.error_code, r.error_message.as_ref())?;
+            broker_error(
+                format!("create partitions of {topic}"),
+                r.error_code,
+                r.error_message.as_ref(),
+            )?;
         }
         let _ = self.cluster.refresh(Some(&[topic.to_string()])).await;
         Ok(())
@@ -287,7 +318,11 @@ impl Admin {
         let conn = self.cluster.any().await?;
         if conn.version::<DescribeClusterRequest>(0..=1).is_ok() {
             let (_, r) = conn.send(&DescribeClusterRequest::default(), 0..=1).await?;
-            broker_error("describe cluster".into(), r.error_code, r.error_message.as_ref())?;
+            broker_error(
+                "describe cluster".into(),
+                r.error_code,
+                r.error_message.as_ref(),
+            )?;
             let mut brokers: Vec<BrokerInfo> = r
                 .brokers
                 .iter()
@@ -322,19 +357,35 @@ impl Admin {
     /// Partitions, leaders, replicas and ISR of `topic`.
     pub async fn describe_topic(&self, topic: &str) -> Result<Arc<TopicInfo>> {
         self.cluster.refresh(Some(&[topic.to_string()])).await?;
-        self.cluster.cached(topic).ok_or_else(|| Error::UnknownTopic(topic.to_string()))
+        self.cluster
+            .cached(topic)
+            .ok_or_else(|| Error::UnknownTopic(topic.to_string()))
     }
 
     /// A topic's configs (resource type 2) or a broker's (type 4, name = node id).
-    pub async fn describe_configs(&self, resource_type: i8, name: &str) -> Result<Vec<ConfigEntry>> {
+    pub async fn describe_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+    ) -> Result<Vec<ConfigEntry>> {
         let conn = self.cluster.any().await?;
-        let req = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(resource_type)
-            .with_resource_name(s(name))
-            .with_configuration_keys(None)]);
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(s(name))
+                .with_configuration_keys(None),
+        ]);
         let (v, resp) = conn.send(&req, 1..=4).await?;
-        let r = resp.results.into_iter().next().ok_or_else(|| Error::Protocol("DescribeConfigs answered nothing".into()))?;
-        broker_error(format!("describe configs of {name}"), r.error_code, r.error_message.as_ref())?;
+        let r = resp
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Protocol("DescribeConfigs answered nothing".into()))?;
+        broker_error(
+            format!("describe configs of {name}"),
+            r.error_code,
+            r.error_message.as_ref(),
+        )?;
         Ok(r.configs
             .into_iter()
             .map(|c| ConfigEntry {
@@ -348,29 +399,50 @@ impl Admin {
     }
 
     /// Changes configs of a topic (type 2) or broker (type 4) incrementally.
-    pub async fn alter_configs(&self, resource_type: i8, name: &str, changes: &[(String, AlterOp)]) -> Result<()> {
+    pub async fn alter_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+        changes: &[(String, AlterOp)],
+    ) -> Result<()> {
         let conn = self.controller().await?;
-        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
-            .with_resource_type(resource_type)
-            .with_resource_name(s(name))
-            .with_configs(
-                changes
-                    .iter()
-                    .map(|(k, op)| match op {
-                        AlterOp::Set(v) => AlterableConfig::default().with_name(s(k)).with_config_operation(0).with_value(Some(s(v))),
-                        AlterOp::Delete => AlterableConfig::default().with_name(s(k)).with_config_operation(1).with_value(None),
-                    })
-                    .collect(),
-            )]);
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(s(name))
+                .with_configs(
+                    changes
+                        .iter()
+                        .map(|(k, op)| match op {
+                            AlterOp::Set(v) => AlterableConfig::default()
+                                .with_name(s(k))
+                                .with_config_operation(0)
+                                .with_value(Some(s(v))),
+                            AlterOp::Delete => AlterableConfig::default()
+                                .with_name(s(k))
+                                .with_config_operation(1)
+                                .with_value(None),
+                        })
+                        .collect(),
+                ),
+        ]);
         let (_, resp) = conn.send(&req, 0..=1).await?;
         for r in &resp.responses {
-            broker_error(format!("alter configs of {name}"), r.error_code, r.error_message.as_ref())?;
+            broker_error(
+                format!("alter configs of {name}"),
+                r.error_code,
+                r.error_message.as_ref(),
+            )?;
         }
         Ok(())
     }
 
     /// Offsets of every partition of `topics` by `spec`.
-    pub async fn list_offsets(&self, topics: &[String], spec: OffsetSpec) -> Result<BTreeMap<TopicPartition, i64>> {
+    pub async fn list_offsets(
+        &self,
+        topics: &[String],
+        spec: OffsetSpec,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         let mut wanted = Vec::new();
         for t in topics {
             let info = self.describe_topic(t).await?;
@@ -382,7 +454,10 @@ impl Admin {
     }
 
     /// Offsets of specific partitions (`-1` latest, `-2` earliest, `-3` max timestamp, or a time).
-    pub async fn list_partition_offsets(&self, wanted: &[(TopicPartition, i64)]) -> Result<BTreeMap<TopicPartition, i64>> {
+    pub async fn list_partition_offsets(
+        &self,
+        wanted: &[(TopicPartition, i64)],
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         let got = crate::consumer::list_offsets(&self.cluster, wanted, 0).await;
         let mut out = BTreeMap::new();
         for (tp, r) in got {
@@ -393,7 +468,10 @@ impl Admin {
 
     /// Deletes records before `before` in each partition (up to the high watermark).
     /// Returns the new log start offsets.
-    pub async fn delete_records(&self, before: &BTreeMap<TopicPartition, i64>) -> Result<BTreeMap<TopicPartition, i64>> {
+    pub async fn delete_records(
+        &self,
+        before: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         let mut by_leader: BTreeMap<i32, Vec<(&TopicPartition, i64)>> = BTreeMap::new();
         let topics: Vec<String> = before.keys().map(|tp| tp.topic.clone()).collect();
         self.cluster.refresh(Some(&topics)).await?;
@@ -409,17 +487,24 @@ impl Admin {
             let conn = self.cluster.broker(leader).await?;
             let mut topics: BTreeMap<&str, Vec<DeleteRecordsPartition>> = BTreeMap::new();
             for (tp, off) in items {
-                topics
-                    .entry(&tp.topic)
-                    .or_default()
-                    .push(DeleteRecordsPartition::default().with_partition_index(tp.partition).with_offset(off));
+                topics.entry(&tp.topic).or_default().push(
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(tp.partition)
+                        .with_offset(off),
+                );
             }
-            let req = DeleteRecordsRequest::default().with_timeout_ms(self.timeout_ms()).with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| DeleteRecordsTopic::default().with_name(TopicName(s(t))).with_partitions(ps))
-                    .collect(),
-            );
+            let req = DeleteRecordsRequest::default()
+                .with_timeout_ms(self.timeout_ms())
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            DeleteRecordsTopic::default()
+                                .with_name(TopicName(s(t)))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                );
             let (_, resp) = conn.send(&req, 0..=2).await?;
             for t in resp.topics {
                 for p in t.partitions {
@@ -441,7 +526,11 @@ impl Admin {
             brokers.push(-1);
         }
         for id in brokers {
-            let conn = if id >= 0 { self.cluster.broker(id).await? } else { self.cluster.any().await? };
+            let conn = if id >= 0 {
+                self.cluster.broker(id).await?
+            } else {
+                self.cluster.any().await?
+            };
             let (_, r) = conn.send(&ListGroupsRequest::default(), 0..=4).await?;
             check(r.error_code, || "list groups".into())?;
             for g in r.groups {
@@ -460,9 +549,22 @@ impl Admin {
     /// Members and assignments of a group.
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         let conn = self.cluster.coordinator(group).await?;
-        let (_, r) = conn.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]), 0..=5).await?;
-        let g = r.groups.into_iter().next().ok_or_else(|| Error::Protocol("DescribeGroups answered nothing".into()))?;
-        broker_error(format!("describe group {group}"), g.error_code, g.error_message.as_ref())?;
+        let (_, r) = conn
+            .send(
+                &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]),
+                0..=5,
+            )
+            .await?;
+        let g = r
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Protocol("DescribeGroups answered nothing".into()))?;
+        broker_error(
+            format!("describe group {group}"),
+            g.error_code,
+            g.error_message.as_ref(),
+        )?;
         let consumer = g.protocol_type.as_str() == "consumer";
         let members = g
             .members
@@ -475,7 +577,11 @@ impl Admin {
                         .map(|x| {
                             x.assigned_partitions
                                 .iter()
-                                .flat_map(|t| t.partitions.iter().map(|p| TopicPartition::new(t.topic.0.to_string(), *p)))
+                                .flat_map(|t| {
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| TopicPartition::new(t.topic.0.to_string(), *p))
+                                })
                                 .collect()
                         })
                         .unwrap_or_default()
@@ -504,7 +610,12 @@ impl Admin {
     pub async fn delete_groups(&self, groups: &[String]) -> Result<()> {
         for group in groups {
             let conn = self.cluster.coordinator(group).await?;
-            let (_, r) = conn.send(&DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))]), 0..=2).await?;
+            let (_, r) = conn
+                .send(
+                    &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))]),
+                    0..=2,
+                )
+                .await?;
             for res in &r.results {
                 check(res.error_code, || format!("delete group {group}"))?;
             }
@@ -526,7 +637,11 @@ impl Admin {
     }
 
     /// Commits offsets for a group that has no active members (offset resets).
-    pub async fn alter_group_offsets(&self, group: &str, offsets: &BTreeMap<TopicPartition, i64>) -> Result<()> {
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<()> {
         let d = self.describe_group(group).await?;
         if !d.members.is_empty() {
             return Err(Error::Usage(format!(
@@ -540,12 +655,14 @@ impl Admin {
     /// Lag per partition of everything the group committed.
     pub async fn consumer_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         let committed = self.group_offsets(group).await?;
-        let wanted: Vec<(TopicPartition, i64)> = committed.keys().map(|tp| (tp.clone(), -1)).collect();
-        let ends: HashMap<TopicPartition, i64> = crate::consumer::list_offsets(&self.cluster, &wanted, 0)
-            .await
-            .into_iter()
-            .filter_map(|(tp, r)| r.ok().map(|o| (tp, o)))
-            .collect();
+        let wanted: Vec<(TopicPartition, i64)> =
+            committed.keys().map(|tp| (tp.clone(), -1)).collect();
+        let ends: HashMap<TopicPartition, i64> =
+            crate::consumer::list_offsets(&self.cluster, &wanted, 0)
+                .await
+                .into_iter()
+                .filter_map(|(tp, r)| r.ok().map(|o| (tp, o)))
+                .collect();
         Ok(committed
             .into_iter()
             .map(|(tp, c)| {

@@ -485,11 +485,12 @@ fn java_cmp(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
-/// Encode/decode the JoinGroup protocol metadata (ConsumerProtocolSubscription: i16 version prefix
-/// then the struct).
+/// Encodes a member's JoinGroup protocol metadata (ConsumerProtocolSubscription: i16 version
+/// prefix then the struct).
 ///
 /// Written as version 3 (owned partitions, generation and rack), topics and owned partitions
-/// sorted, no user data. An empty `rack` is sent as none, as Kafka treats an empty rack.
+/// sorted and deduplicated, no user data. An empty `rack` is sent as none, as Kafka treats an
+/// empty rack.
 pub fn encode_subscription(
     topics: &[String],
     owned: &[TopicPartition],

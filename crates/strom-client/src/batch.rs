@@ -74,7 +74,13 @@ impl OpenBatch {
     }
 
     /// Appends one record.
-    pub fn push(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) {
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) {
         let mut rec = Vec::with_capacity(record_size_bound(key, value, headers));
         rec.push(0); // attributes
         put_varlong(&mut rec, timestamp.wrapping_sub(self.base_timestamp));
@@ -104,13 +110,13 @@ impl OpenBatch {
 
     /// Compresses the records and prepends the header.
     pub fn encode(&self, compression: Compression, stamp: ProducerStamp) -> Result<Bytes> {
-        let records = match compression {
-            Compression::None => None,
-            c => Some(
-                c.compress(&self.body)
-                    .map_err(|e| Error::Internal(format!("{} compression failed: {e}", c.name())))?,
-            ),
-        };
+        let records =
+            match compression {
+                Compression::None => None,
+                c => Some(c.compress(&self.body).map_err(|e| {
+                    Error::Internal(format!("{} compression failed: {e}", c.name()))
+                })?),
+            };
         let records: &[u8] = records.as_deref().unwrap_or(&self.body);
         let mut out = Vec::with_capacity(HEADER_SIZE + records.len());
         out.extend_from_slice(&0i64.to_be_bytes()); // base offset: the broker assigns it
@@ -148,14 +154,22 @@ pub fn restamp_sequence(batch: &Bytes, base_sequence: i32) -> Bytes {
 /// least `from`. Control batches are skipped; a trailing partial batch (the broker may cut one
 /// off at the size limit) is ignored. Returns the records and the offset after the last whole
 /// batch seen.
-pub fn decode_fetched(topic: &str, partition: i32, data: &Bytes, from: i64) -> Result<(Vec<ConsumerRecord>, Option<i64>)> {
+pub fn decode_fetched(
+    topic: &str,
+    partition: i32,
+    data: &Bytes,
+    from: i64,
+) -> Result<(Vec<ConsumerRecord>, Option<i64>)> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     let mut next = None;
     while data.len() - pos >= HEADER_SIZE {
-        let len = i32::from_be_bytes([data[pos + 8], data[pos + 9], data[pos + 10], data[pos + 11]]);
+        let len =
+            i32::from_be_bytes([data[pos + 8], data[pos + 9], data[pos + 10], data[pos + 11]]);
         if len < (HEADER_SIZE - 12) as i32 {
-            return Err(Error::Protocol(format!("{topic}-{partition}: batch length {len} too small")));
+            return Err(Error::Protocol(format!(
+                "{topic}-{partition}: batch length {len} too small"
+            )));
         }
         let end = pos + 12 + len as usize;
         if end > data.len() {
@@ -184,7 +198,11 @@ pub fn decode_fetched(topic: &str, partition: i32, data: &Bytes, from: i64) -> R
                     topic: topic.to_string(),
                     partition,
                     offset: r.offset,
-                    timestamp: if log_append { header.max_timestamp } else { r.timestamp },
+                    timestamp: if log_append {
+                        header.max_timestamp
+                    } else {
+                        r.timestamp
+                    },
                     log_append_time: log_append,
                     key: r.key,
                     value: r.value,
@@ -211,12 +229,35 @@ mod tests {
 
     #[test]
     fn encoded_batches_decode_with_every_codec() {
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let mut b = OpenBatch::new(1000, 0);
             b.push(1000, Some(b"k1"), Some(b"v1"), &[]);
-            b.push(999, None, Some(b"v2"), &[Header { key: "h".into(), value: Some(Bytes::from_static(b"x")) }]);
+            b.push(
+                999,
+                None,
+                Some(b"v2"),
+                &[Header {
+                    key: "h".into(),
+                    value: Some(Bytes::from_static(b"x")),
+                }],
+            );
             b.push(1005, Some(b"k3"), None, &[]);
-            let bytes = b.encode(c, ProducerStamp { id: 7, epoch: 1, base_sequence: 40 }).unwrap();
+            let bytes = b
+                .encode(
+                    c,
+                    ProducerStamp {
+                        id: 7,
+                        epoch: 1,
+                        base_sequence: 40,
+                    },
+                )
+                .unwrap();
             strom_log::batch::validate_one(&bytes, 0, strom_log::Origin::Client).unwrap();
             let (recs, next) = decode_fetched("t", 0, &bytes, 1).unwrap();
             assert_eq!(next, Some(3));

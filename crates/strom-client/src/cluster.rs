@@ -309,7 +309,9 @@ impl Cluster {
                 }
             }
             if Instant::now() >= deadline {
-                return self.cached(topic).ok_or_else(|| Error::UnknownTopic(topic.to_string()));
+                return self
+                    .cached(topic)
+                    .ok_or_else(|| Error::UnknownTopic(topic.to_string()));
             }
             tokio::time::sleep(self.config.retry_backoff).await;
         }
@@ -358,7 +360,11 @@ impl Cluster {
             let (code, host, port) = if version >= 4 {
                 match resp.coordinators.first() {
                     Some(c) => (c.error_code, c.host.to_string(), c.port),
-                    None => return Err(Error::Protocol("FindCoordinator answered no coordinator".into())),
+                    None => {
+                        return Err(Error::Protocol(
+                            "FindCoordinator answered no coordinator".into(),
+                        ))
+                    }
                 }
             } else {
                 (resp.error_code, resp.host.to_string(), resp.port)
@@ -369,7 +375,13 @@ impl Cluster {
                     attempt += 1;
                     tokio::time::sleep(self.config.retry_backoff).await;
                 }
-                Some(e) => return Err(Error::broker(format!("find coordinator of group {group}"), e, None)),
+                Some(e) => {
+                    return Err(Error::broker(
+                        format!("find coordinator of group {group}"),
+                        e,
+                        None,
+                    ))
+                }
             }
         }
     }

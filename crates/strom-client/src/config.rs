@@ -34,7 +34,9 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(Error::Config(format!("{key}={value:?}: expected true or false"))),
+        _ => Err(Error::Config(format!(
+            "{key}={value:?}: expected true or false"
+        ))),
     }
 }
 
@@ -86,8 +88,12 @@ impl ClientConfig {
             "retry.backoff.ms" => self.retry_backoff = ms(key, value)?,
             "metadata.max.age.ms" => self.metadata_max_age = ms(key, value)?,
             // Accepted for compatibility with existing property files; they change nothing here.
-            "client.dns.lookup" | "send.buffer.bytes" | "receive.buffer.bytes"
-            | "security.protocol" | "retry.backoff.max.ms" | "connections.max.idle.ms" => {
+            "client.dns.lookup"
+            | "send.buffer.bytes"
+            | "receive.buffer.bytes"
+            | "security.protocol"
+            | "retry.backoff.max.ms"
+            | "connections.max.idle.ms" => {
                 if key == "security.protocol" && !value.eq_ignore_ascii_case("PLAINTEXT") {
                     return Err(Error::Config(format!(
                         "security.protocol={value}: only PLAINTEXT is supported so far"
@@ -239,7 +245,9 @@ impl ProducerConfig {
     }
 
     /// Builds a config from `key=value` properties (must include `bootstrap.servers`).
-    pub fn from_properties<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+    pub fn from_properties<'a>(
+        props: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self> {
         let mut cfg = ProducerConfig::new("");
         for (k, v) in props {
             cfg.set(k, v)?;
@@ -336,10 +344,14 @@ impl ProducerConfig {
             ));
         }
         if self.max_in_flight == 0 {
-            return Err(Error::Config("max.in.flight.requests.per.connection must be at least 1".into()));
+            return Err(Error::Config(
+                "max.in.flight.requests.per.connection must be at least 1".into(),
+            ));
         }
         if self.batch_size > self.buffer_memory {
-            return Err(Error::Config("batch.size must not exceed buffer.memory".into()));
+            return Err(Error::Config(
+                "batch.size must not exceed buffer.memory".into(),
+            ));
         }
         Ok(())
     }
@@ -412,7 +424,9 @@ impl ConsumerConfig {
     }
 
     /// Builds a config from `key=value` properties (must include `bootstrap.servers`).
-    pub fn from_properties<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+    pub fn from_properties<'a>(
+        props: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self> {
         let mut cfg = ConsumerConfig::new("");
         for (k, v) in props {
             cfg.set(k, v)?;
@@ -467,7 +481,10 @@ impl ConsumerConfig {
             "max.poll.records" => self.max_poll_records = parse(key, value)?,
             "client.rack" => self.client_rack = Some(value.to_string()).filter(|s| !s.is_empty()),
             "allow.auto.create.topics" => self.allow_auto_create_topics = boolean(key, value)?,
-            "key.deserializer" | "value.deserializer" | "check.crcs" | "exclude.internal.topics"
+            "key.deserializer"
+            | "value.deserializer"
+            | "check.crcs"
+            | "exclude.internal.topics"
             | "group.protocol" => {}
             _ => return Err(unknown(key)),
         }

@@ -64,7 +64,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("addr", &self.addr).finish()
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -145,10 +147,14 @@ impl Connection {
         // A broker that does not know v3 answers in v0 with UNSUPPORTED_VERSION; ask again in v0.
         let resp: ApiVersionsResponse = match self.send_raw(&req, 3).await {
             Ok(r) if r.error_code == 0 => r,
-            Ok(_) | Err(Error::Protocol(_)) => self.send_raw(&ApiVersionsRequest::default(), 0).await?,
+            Ok(_) | Err(Error::Protocol(_)) => {
+                self.send_raw(&ApiVersionsRequest::default(), 0).await?
+            }
             Err(e) => return Err(e),
         };
-        crate::error::check(resp.error_code, || format!("ApiVersions from {}", self.addr))?;
+        crate::error::check(resp.error_code, || {
+            format!("ApiVersions from {}", self.addr)
+        })?;
         Ok(resp
             .api_keys
             .iter()
@@ -168,7 +174,8 @@ impl Connection {
 
     /// The highest version of `R` in `ours` that the broker supports.
     pub fn version<R: Request>(&self, ours: RangeInclusive<i16>) -> Result<i16> {
-        let name = ApiKey::try_from(R::KEY).map_or_else(|_| format!("api {}", R::KEY), |k| format!("{k:?}"));
+        let name = ApiKey::try_from(R::KEY)
+            .map_or_else(|_| format!("api {}", R::KEY), |k| format!("{k:?}"));
         let (min, max) = self
             .versions
             .get(&R::KEY)
@@ -187,7 +194,11 @@ impl Connection {
     }
 
     /// Sends `req` at the best version in `ours` and waits for the response.
-    pub async fn send<R: Request>(&self, req: &R, ours: RangeInclusive<i16>) -> Result<(i16, R::Response)> {
+    pub async fn send<R: Request>(
+        &self,
+        req: &R,
+        ours: RangeInclusive<i16>,
+    ) -> Result<(i16, R::Response)> {
         let v = self.version::<R>(ours)?;
         Ok((v, self.send_raw(req, v).await?))
     }
@@ -202,8 +213,11 @@ impl Connection {
             .with_client_id(Some(self.client_id.clone()));
         let mut buf = BytesMut::with_capacity(128);
         buf.put_i32(0);
-        let enc = |e: anyhow::Error| Error::Internal(format!("encoding api {} v{version}: {e}", R::KEY));
-        header.encode(&mut buf, R::header_version(version)).map_err(enc)?;
+        let enc =
+            |e: anyhow::Error| Error::Internal(format!("encoding api {} v{version}: {e}", R::KEY));
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(enc)?;
         req.encode(&mut buf, version).map_err(enc)?;
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
@@ -212,19 +226,36 @@ impl Connection {
 
     /// Sends `req` at exactly `version` and waits for its response.
     pub async fn send_raw<R: Request>(&self, req: &R, version: i16) -> Result<R::Response> {
-        self.send_raw_within(req, version, self.request_timeout).await
+        self.send_raw_within(req, version, self.request_timeout)
+            .await
     }
 
     /// As [`Connection::send_raw`] with its own timeout (JoinGroup waits for a whole group).
-    pub async fn send_raw_within<R: Request>(&self, req: &R, version: i16, timeout: Duration) -> Result<R::Response> {
-        let body = self.request_bytes(req, version, timeout).await?;
-        let mut body = body;
-        R::Response::decode(&mut body, version).map_err(|e| {
-            Error::Protocol(format!("undecodable response to api {} v{version} from {}: {e}", R::KEY, self.addr))
-        })
+    pub async fn send_raw_within<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        self.enqueue_within(req, version, timeout)?.await
     }
 
-    async fn request_bytes<R: Request>(&self, req: &R, version: i16, timeout: Duration) -> Result<Bytes> {
+    /// Puts the request on the wire queue now and returns a future for its response: requests
+    /// enqueued one after the other reach the broker in that order (the producer relies on it).
+    pub fn enqueue<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<impl std::future::Future<Output = Result<R::Response>> + Send + 'static> {
+        self.enqueue_within(req, version, self.request_timeout)
+    }
+
+    fn enqueue_within<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<R::Response>> + Send + 'static> {
         let (correlation, frame) = self.frame(req, version)?;
         let (reply, rx) = oneshot::channel();
         let header_version = <R::Response as HeaderVersion>::header_version(version);
@@ -239,24 +270,48 @@ impl Connection {
         if !self.is_alive() || self.tx.send(out).is_err() {
             return Err(Error::Disconnected(self.addr.clone()));
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Disconnected(self.addr.clone())),
-            Err(_) => {
-                // Responses come in order: one that never arrives blocks all later ones.
-                self.close();
-                Err(Error::Timeout {
-                    what: format!("request (api {}) to {}", R::KEY, self.addr),
-                    after: timeout,
-                })
-            }
-        }
+        let addr = self.addr.clone();
+        let inflight = self.inflight.clone();
+        let alive = self.alive.clone();
+        let tasks = self.tasks.clone();
+        Ok(async move {
+            let body = match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(r)) => r?,
+                Ok(Err(_)) => return Err(Error::Disconnected(addr)),
+                Err(_) => {
+                    // Responses come in order: one that never arrives blocks all later ones.
+                    for t in &tasks {
+                        t.abort();
+                    }
+                    fail_all(&inflight, &alive, &addr);
+                    return Err(Error::Timeout {
+                        what: format!("request (api {}) to {addr}", R::KEY),
+                        after: timeout,
+                    });
+                }
+            };
+            let mut body = body;
+            R::Response::decode(&mut body, version).map_err(|e| {
+                Error::Protocol(format!(
+                    "undecodable response to api {} v{version} from {addr}: {e}",
+                    R::KEY
+                ))
+            })
+        })
     }
 
     /// Sends a request that gets no response (Produce with acks=0).
     pub fn send_oneway<R: Request>(&self, req: &R, version: i16) -> Result<()> {
         let (_, frame) = self.frame(req, version)?;
-        if !self.is_alive() || self.tx.send(Outgoing { frame, pending: None }).is_err() {
+        if !self.is_alive()
+            || self
+                .tx
+                .send(Outgoing {
+                    frame,
+                    pending: None,
+                })
+                .is_err()
+        {
             return Err(Error::Disconnected(self.addr.clone()));
         }
         Ok(())
@@ -311,11 +366,7 @@ async fn read_loop(
     addr: String,
 ) {
     let mut rd = tokio::io::BufReader::with_capacity(256 << 10, rd);
-    loop {
-        let n = match rd.read_i32().await {
-            Ok(n) => n,
-            Err(_) => break,
-        };
+    while let Ok(n) = rd.read_i32().await {
         if !(4..=MAX_RESPONSE).contains(&n) {
             tracing::warn!(broker = %addr, len = n, "response frame length out of range; closing");
             break;
@@ -341,7 +392,9 @@ async fn read_loop(
                 break;
             }
             Err(e) => {
-                let _ = p.reply.send(Err(Error::Protocol(format!("bad response header from {addr}: {e}"))));
+                let _ = p.reply.send(Err(Error::Protocol(format!(
+                    "bad response header from {addr}: {e}"
+                ))));
                 break;
             }
         }

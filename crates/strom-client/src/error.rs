@@ -64,7 +64,11 @@ pub enum Error {
 
 impl Error {
     /// A broker error code, with context.
-    pub fn broker(context: impl Into<String>, code: ResponseError, message: Option<String>) -> Self {
+    pub fn broker(
+        context: impl Into<String>,
+        code: ResponseError,
+        message: Option<String>,
+    ) -> Self {
         Error::Broker {
             context: context.into(),
             code,
@@ -95,6 +99,9 @@ pub(crate) fn check(code: i16, context: impl FnOnce() -> String) -> Result<()> {
     match ResponseError::try_from_code(code) {
         None if code == 0 => Ok(()),
         Some(e) => Err(Error::broker(context(), e, None)),
-        None => Err(Error::Protocol(format!("{}: unknown error code {code}", context()))),
+        None => Err(Error::Protocol(format!(
+            "{}: unknown error code {code}",
+            context()
+        ))),
     }
 }

@@ -24,7 +24,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
@@ -109,7 +111,9 @@ pub struct DeliveryFuture {
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(Error::Closed)))
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
     }
 }
 
@@ -183,7 +187,9 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("config", &self.inner.config).finish()
+        f.debug_struct("Producer")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
@@ -203,7 +209,14 @@ impl Producer {
             let deadline = Instant::now() + config.max_block;
             loop {
                 let (_, r) = conn
-                    .send(&InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1), 0..=4)
+                    .send(
+                        &InitProducerIdRequest::default()
+                            .with_transactional_id(None)
+                            .with_transaction_timeout_ms(60_000)
+                            .with_producer_id(ProducerId(-1))
+                            .with_producer_epoch(-1),
+                        0..=4,
+                    )
                     .await?;
                 match ResponseError::try_from_code(r.error_code) {
                     None => {
@@ -267,7 +280,11 @@ impl Producer {
             }
             None => cfg.partitioner.partition(record.key.as_deref(), n),
         };
-        let size = record_size_bound(record.key.as_deref(), record.value.as_deref(), &record.headers);
+        let size = record_size_bound(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
         if size + crate::batch::HEADER_SIZE > cfg.max_request_size || size > cfg.buffer_memory {
             return Err(Error::Usage(format!(
                 "record of {size} bytes exceeds max.request.size ({}) or buffer.memory ({})",
@@ -311,13 +328,21 @@ impl Producer {
                 wake = true;
                 Filling {
                     id: acc.next_id,
-                    batch: OpenBatch::new(timestamp, cfg.batch_size.min(size.max(1024) * 2).max(size)),
+                    batch: OpenBatch::new(
+                        timestamp,
+                        cfg.batch_size.min(size.max(1024) * 2).max(size),
+                    ),
                     replies: Vec::new(),
                     reserved: 0,
                     created: Instant::now(),
                 }
             });
-            f.batch.push(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
+            f.batch.push(
+                timestamp,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                &record.headers,
+            );
             f.replies.push((tx, timestamp));
             f.reserved += permits as usize;
             if f.batch.size() >= cfg.batch_size {
@@ -408,6 +433,8 @@ struct Completion {
 struct Sender {
     inner: Arc<Inner>,
     in_flight: HashMap<i32, usize>,
+    /// One ordered lane per broker: requests reach each broker in the order they were built.
+    lanes: HashMap<i32, mpsc::UnboundedSender<Vec<Sealed>>>,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
     refreshing: Arc<std::sync::atomic::AtomicBool>,
@@ -419,6 +446,7 @@ impl Sender {
         Sender {
             inner,
             in_flight: HashMap::new(),
+            lanes: HashMap::new(),
             done_tx,
             done_rx,
             refreshing: Arc::default(),
@@ -444,7 +472,10 @@ impl Sender {
     }
 
     fn refresh_metadata(&self) {
-        if self.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if self
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return;
         }
         let cluster = self.inner.cluster.clone();
@@ -493,7 +524,11 @@ impl Sender {
                     }
                 }
                 // Expire batches that waited past delivery.timeout.ms (only ones not in flight).
-                while q.ready.front().is_some_and(|b| b.created + cfg.delivery_timeout <= now) {
+                while q
+                    .ready
+                    .front()
+                    .is_some_and(|b| b.created + cfg.delivery_timeout <= now)
+                {
                     if let Some(b) = q.ready.pop_front() {
                         if idempotent {
                             q.renumber = true;
@@ -527,7 +562,11 @@ impl Sender {
                     }
                     continue;
                 }
-                let limit = if idempotent { cfg.max_in_flight } else { usize::MAX };
+                let limit = if idempotent {
+                    cfg.max_in_flight
+                } else {
+                    usize::MAX
+                };
                 while q.in_flight < limit {
                     let Some(b) = q.ready.front() else { break };
                     if let Some(at) = b.retry_at {
@@ -536,8 +575,11 @@ impl Sender {
                             break;
                         }
                     }
-                    let broker_busy = *self.in_flight.get(&leader).unwrap_or(&0) >= cfg.max_in_flight;
-                    let already = by_broker.get(&leader).is_some_and(|v| v.iter().any(|x| &x.tp == tp));
+                    let broker_busy =
+                        *self.in_flight.get(&leader).unwrap_or(&0) >= cfg.max_in_flight;
+                    let already = by_broker
+                        .get(&leader)
+                        .is_some_and(|v| v.iter().any(|x| &x.tp == tp));
                     if broker_busy || already {
                         break;
                     }
@@ -578,16 +620,18 @@ impl Sender {
             }
             for r in requests {
                 *self.in_flight.entry(broker).or_default() += 1;
-                let inner = self.inner.clone();
-                let done = self.done_tx.clone();
-                tokio::spawn(async move {
-                    let (batches, result) = produce(&inner, broker, r).await;
-                    let _ = done.send(Completion {
-                        broker,
-                        batches,
-                        result,
-                    });
+                let lane = self.lanes.entry(broker).or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(lane(self.inner.clone(), broker, rx, self.done_tx.clone()));
+                    tx
                 });
+                if let Err(mpsc::error::SendError(r)) = lane.send(r) {
+                    let _ = self.done_tx.send(Completion {
+                        broker,
+                        batches: r,
+                        result: Err(Error::Closed),
+                    });
+                }
             }
         }
         (next, finished)
@@ -624,7 +668,12 @@ impl Sender {
                     for p in &t.partition_responses {
                         outcomes.insert(
                             TopicPartition::new(t.name.0.to_string(), p.index),
-                            (p.error_code, p.base_offset, p.log_append_time_ms, p.error_message.as_ref().map(|m| m.to_string())),
+                            (
+                                p.error_code,
+                                p.base_offset,
+                                p.log_append_time_ms,
+                                p.error_message.as_ref().map(|m| m.to_string()),
+                            ),
                         );
                     }
                 }
@@ -643,19 +692,32 @@ impl Sender {
                 Err(e.clone())
             } else {
                 match outcomes.get(&b.tp) {
-                    None => Err(Error::Protocol(format!("produce response has no answer for {}", b.tp))),
+                    None => Err(Error::Protocol(format!(
+                        "produce response has no answer for {}",
+                        b.tp
+                    ))),
                     Some((0, base, at, _)) => Ok((*base, *at)),
                     Some((code, base, at, msg)) => match ResponseError::try_from_code(*code) {
                         Some(ResponseError::DuplicateSequenceNumber) => Ok((*base, *at)),
-                        Some(e) => Err(Error::broker(format!("produce to {}", b.tp), e, msg.clone())),
-                        None => Err(Error::Protocol(format!("produce to {}: unknown error code {code}", b.tp))),
+                        Some(e) => Err(Error::broker(
+                            format!("produce to {}", b.tp),
+                            e,
+                            msg.clone(),
+                        )),
+                        None => Err(Error::Protocol(format!(
+                            "produce to {}: unknown error code {code}",
+                            b.tp
+                        ))),
                     },
                 }
             };
             let mut acc = self.inner.acc.lock();
             let Some(q) = acc.parts.get_mut(&b.tp) else {
                 drop(acc);
-                self.finish(b, Err(Error::Internal("batch of an unknown partition".into())));
+                self.finish(
+                    b,
+                    Err(Error::Internal("batch of an unknown partition".into())),
+                );
                 continue;
             };
             q.in_flight = q.in_flight.saturating_sub(1);
@@ -667,18 +729,44 @@ impl Sender {
                     drop(acc);
                     self.finish(b, Ok(offsets));
                 }
+                Err(e)
+                    if e.code() == Some(ResponseError::UnknownProducerId)
+                        && b.base_sequence >= 0
+                        && b.created + cfg.delivery_timeout > Instant::now() =>
+                {
+                    // The broker lost this producer's state for the partition (the topic was
+                    // recreated, or retention removed every batch of ours): start its
+                    // sequences again at 0 once nothing is in flight.
+                    tracing::info!(partition = %b.tp, "broker has no state for this producer; resetting sequences");
+                    q.acked_sequence = 0;
+                    q.renumber = true;
+                    refresh = true;
+                    drop(acc);
+                    retry_later.push(b);
+                }
                 Err(e) => {
                     let out_of_order = e.code() == Some(ResponseError::OutOfOrderSequenceNumber);
                     // Out-of-order means an earlier batch of this partition failed and is being
                     // retried (or renumbered); this one follows it.
-                    let retriable = e.is_retriable() || (out_of_order && (q.hold || q.renumber || q.in_flight > 0 || !q.ready.is_empty()));
+                    let retriable = e.is_retriable()
+                        || (out_of_order
+                            && (q.hold || q.renumber || q.in_flight > 0 || !q.ready.is_empty()));
                     let expired = b.created + cfg.delivery_timeout <= Instant::now();
                     if retriable && !expired {
                         if matches!(
                             e.code(),
-                            Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition | ResponseError::LeaderNotAvailable | ResponseError::FencedLeaderEpoch)
-                        ) || matches!(e, Error::Disconnected(_) | Error::Timeout { .. } | Error::Unreachable { .. })
-                        {
+                            Some(
+                                ResponseError::NotLeaderOrFollower
+                                    | ResponseError::UnknownTopicOrPartition
+                                    | ResponseError::LeaderNotAvailable
+                                    | ResponseError::FencedLeaderEpoch
+                            )
+                        ) || matches!(
+                            e,
+                            Error::Disconnected(_)
+                                | Error::Timeout { .. }
+                                | Error::Unreachable { .. }
+                        ) {
                             refresh = true;
                         }
                         if b.base_sequence >= 0 {
@@ -704,7 +792,11 @@ impl Sender {
                 b.retry_at = Some(at);
                 if let Some(q) = acc.parts.get_mut(&b.tp) {
                     // Keep the queue in sequence (or creation) order.
-                    let pos = q.ready.iter().position(|x| x.id > b.id).unwrap_or(q.ready.len());
+                    let pos = q
+                        .ready
+                        .iter()
+                        .position(|x| x.id > b.id)
+                        .unwrap_or(q.ready.len());
                     q.ready.insert(pos, b);
                 }
             }
@@ -715,31 +807,91 @@ impl Sender {
     }
 }
 
-/// Encodes the batches, sends one Produce request to `broker`, and returns them with the result.
-async fn produce(inner: &Inner, broker: i32, mut batches: Vec<Sealed>) -> (Vec<Sealed>, Result<Option<ProduceResponse>>) {
+/// Sends one broker's requests in order: encodes (compresses) each, puts it on the connection's
+/// wire queue, and lets a task wait for the response so several can be in flight.
+async fn lane(
+    inner: Arc<Inner>,
+    broker: i32,
+    mut rx: mpsc::UnboundedReceiver<Vec<Sealed>>,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    while let Some(mut batches) = rx.recv().await {
+        let report = |batches, result| {
+            let _ = done.send(Completion {
+                broker,
+                batches,
+                result,
+            });
+        };
+        let req = match build_request(&inner, &mut batches) {
+            Ok(r) => r,
+            Err(e) => {
+                report(batches, Err(e));
+                continue;
+            }
+        };
+        let conn = match inner.cluster.broker(broker).await {
+            Ok(c) => c,
+            Err(e) => {
+                report(batches, Err(e));
+                continue;
+            }
+        };
+        let version = match conn.version::<ProduceRequest>(3..=9) {
+            Ok(v) => v,
+            Err(e) => {
+                report(batches, Err(e));
+                continue;
+            }
+        };
+        if inner.config.acks == Acks::None {
+            let r = conn.send_oneway(&req, version).map(|()| None);
+            report(batches, r);
+            continue;
+        }
+        match conn.enqueue(&req, version) {
+            Ok(response) => {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let result = response.await.map(Some);
+                    let _ = done.send(Completion {
+                        broker,
+                        batches,
+                        result,
+                    });
+                });
+            }
+            Err(e) => report(batches, Err(e)),
+        }
+    }
+}
+
+/// Encodes the batches not yet encoded and builds the Produce request.
+fn build_request(inner: &Inner, batches: &mut [Sealed]) -> Result<ProduceRequest> {
     let cfg = &inner.config;
     let stamp = *inner.stamp.lock();
     for b in batches.iter_mut() {
         if b.encoded.is_none() {
             let s = ProducerStamp {
                 base_sequence: b.base_sequence,
-                ..if b.base_sequence >= 0 { stamp } else { ProducerStamp::NONE }
+                ..if b.base_sequence >= 0 {
+                    stamp
+                } else {
+                    ProducerStamp::NONE
+                }
             };
-            match b.open.encode(cfg.compression, s) {
-                Ok(bytes) => b.encoded = Some(bytes),
-                Err(e) => return (batches, Err(e)),
-            }
+            b.encoded = Some(b.open.encode(cfg.compression, s)?);
         }
     }
     let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
-    for b in &batches {
+    for b in batches.iter() {
         topics.entry(&b.tp.topic).or_default().push(
             PartitionProduceData::default()
                 .with_index(b.tp.partition)
                 .with_records(b.encoded.clone()),
         );
     }
-    let req = ProduceRequest::default()
+    Ok(ProduceRequest::default()
         .with_acks(cfg.acks.wire())
         .with_timeout_ms(cfg.client.request_timeout.as_millis().min(i32::MAX as u128) as i32)
         .with_topic_data(
@@ -751,19 +903,7 @@ async fn produce(inner: &Inner, broker: i32, mut batches: Vec<Sealed>) -> (Vec<S
                         .with_partition_data(parts)
                 })
                 .collect(),
-        );
-    let result = async {
-        let conn = inner.cluster.broker(broker).await?;
-        let version = conn.version::<ProduceRequest>(3..=9)?;
-        if cfg.acks == Acks::None {
-            conn.send_oneway(&req, version)?;
-            Ok(None)
-        } else {
-            Ok(Some(conn.send_raw(&req, version).await?))
-        }
-    }
-    .await;
-    (batches, result)
+        ))
 }
 
 #[cfg(test)]
@@ -786,7 +926,11 @@ mod tests {
         c.set("enable.idempotence", "false").unwrap();
         c.validate().unwrap();
         assert!(c.set("linger.ms", "soon").is_err());
-        assert!(c.set("no.such.thing", "1").unwrap_err().to_string().contains("no.such.thing"));
+        assert!(c
+            .set("no.such.thing", "1")
+            .unwrap_err()
+            .to_string()
+            .contains("no.such.thing"));
         assert!(ProducerConfig::new("localhost").validate().is_err());
     }
 }

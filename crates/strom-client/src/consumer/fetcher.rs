@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
@@ -151,7 +153,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 if busy.contains(&leader) {
                     continue;
                 }
-                to_fetch.entry(leader).or_default().push((tp.clone(), p.fetch_offset, p.epoch));
+                to_fetch
+                    .entry(leader)
+                    .or_default()
+                    .push((tp.clone(), p.fetch_offset, p.epoch));
             }
             for parts in to_fetch.values() {
                 for (tp, _, _) in parts {
@@ -178,9 +183,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             let s = shared.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let epochs = parts.iter().map(|(tp, off, e)| (tp.clone(), (*e, *off))).collect();
+                let epochs = parts
+                    .iter()
+                    .map(|(tp, off, e)| (tp.clone(), (*e, *off)))
+                    .collect();
                 let result = fetch(&s, broker, &parts).await;
-                let _ = tx.send(Done { broker, result, epochs });
+                let _ = tx.send(Done {
+                    broker,
+                    result,
+                    epochs,
+                });
             });
         }
         let sleep = next_retry.map(|t| tokio::time::sleep_until(t.into()));
@@ -200,7 +212,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn fetch(shared: &Shared, broker: i32, parts: &[(TopicPartition, i64, u64)]) -> Result<FetchResponse> {
+async fn fetch(
+    shared: &Shared,
+    broker: i32,
+    parts: &[(TopicPartition, i64, u64)],
+) -> Result<FetchResponse> {
     let cfg = &shared.config;
     let conn = shared.cluster.broker(broker).await?;
     let version = conn.version::<FetchRequest>(4..=12)?;
@@ -321,7 +337,11 @@ fn handle(shared: &Shared, done: Done) {
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
                     if reset_policy == OffsetReset::None {
-                        guard.error = Some(Error::broker(format!("fetch {tp} at offset {offset}"), ResponseError::OffsetOutOfRange, Some("auto.offset.reset=none".into())));
+                        guard.error = Some(Error::broker(
+                            format!("fetch {tp} at offset {offset}"),
+                            ResponseError::OffsetOutOfRange,
+                            Some("auto.offset.reset=none".into()),
+                        ));
                         arrived = true;
                     } else {
                         tracing::info!(partition = %tp, offset, "offset out of range; resetting by auto.offset.reset");
@@ -363,7 +383,10 @@ async fn resolve_positions(shared: &Shared, parts: Vec<(TopicPartition, Lookup)>
             Lookup::Reset(OffsetReset::None) | Lookup::Committed => None,
         })
         .collect();
-    if parts.iter().any(|(_, l)| *l == Lookup::Reset(OffsetReset::None)) {
+    if parts
+        .iter()
+        .any(|(_, l)| *l == Lookup::Reset(OffsetReset::None))
+    {
         let mut st = shared.state.lock();
         for (tp, l) in &parts {
             if *l == Lookup::Reset(OffsetReset::None) {
@@ -378,11 +401,18 @@ async fn resolve_positions(shared: &Shared, parts: Vec<(TopicPartition, Lookup)>
         drop(st);
         shared.data.notify_waiters();
     }
-    let results = list_offsets(&shared.cluster, &wanted, shared.config.isolation_level.wire()).await;
+    let results = list_offsets(
+        &shared.cluster,
+        &wanted,
+        shared.config.isolation_level.wire(),
+    )
+    .await;
     let mut st = shared.state.lock();
     let retry_at = Instant::now() + shared.config.client.retry_backoff;
     for (tp, lookup) in parts {
-        let Some(p) = st.parts.get_mut(&tp) else { continue };
+        let Some(p) = st.parts.get_mut(&tp) else {
+            continue;
+        };
         if p.lookup != Some(lookup) {
             continue;
         }

@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
+    OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -54,7 +58,10 @@ pub(crate) struct Membership {
     commits: Mutex<Option<tokio::sync::mpsc::UnboundedSender<CommitJob>>>,
 }
 
-type CommitJob = (BTreeMap<TopicPartition, i64>, Option<tokio::sync::oneshot::Sender<Result<()>>>);
+type CommitJob = (
+    BTreeMap<TopicPartition, i64>,
+    Option<tokio::sync::oneshot::Sender<Result<()>>>,
+);
 
 /// What a finished join + sync produced.
 pub(crate) struct Joined {
@@ -72,7 +79,9 @@ impl Membership {
             })?);
         }
         if assignors.is_empty() {
-            return Err(Error::Config("partition.assignment.strategy is empty".into()));
+            return Err(Error::Config(
+                "partition.assignment.strategy is empty".into(),
+            ));
         }
         let instance_id = config.group_instance_id.clone();
         Ok(Membership {
@@ -94,7 +103,11 @@ impl Membership {
 
     /// The protocol every configured assignor supports (cooperative only if all are).
     pub fn protocol(&self) -> RebalanceProtocol {
-        if self.assignors.iter().all(|a| a.protocol() == RebalanceProtocol::Cooperative) {
+        if self
+            .assignors
+            .iter()
+            .all(|a| a.protocol() == RebalanceProtocol::Cooperative)
+        {
             RebalanceProtocol::Cooperative
         } else {
             RebalanceProtocol::Eager
@@ -146,13 +159,28 @@ impl Membership {
             let id = self.identity.lock().clone();
             let mut protocols = Vec::new();
             for a in &self.assignors {
-                let owned = if a.protocol() == RebalanceProtocol::Cooperative { owned } else { &[] };
-                let meta = assignor::encode_subscription(topics, owned, id.generation, cfg.client_rack.as_deref())?;
-                protocols.push(JoinGroupRequestProtocol::default().with_name(s(a.name())).with_metadata(meta));
+                let owned = if a.protocol() == RebalanceProtocol::Cooperative {
+                    owned
+                } else {
+                    &[]
+                };
+                let meta = assignor::encode_subscription(
+                    topics,
+                    owned,
+                    id.generation,
+                    cfg.client_rack.as_deref(),
+                )?;
+                protocols.push(
+                    JoinGroupRequestProtocol::default()
+                        .with_name(s(a.name()))
+                        .with_metadata(meta),
+                );
             }
             let version = conn.version::<JoinGroupRequest>(0..=7)?;
             if id.instance_id.is_some() && version < 5 {
-                return Err(Error::Unsupported("static membership (group.instance.id needs JoinGroup v5)".into()));
+                return Err(Error::Unsupported(
+                    "static membership (group.instance.id needs JoinGroup v5)".into(),
+                ));
             }
             let mut req = JoinGroupRequest::default()
                 .with_group_id(GroupId(s(&self.group)))
@@ -161,7 +189,9 @@ impl Membership {
                 .with_protocol_type(s("consumer"))
                 .with_protocols(protocols);
             if version >= 1 {
-                req = req.with_rebalance_timeout_ms(cfg.max_poll_interval.as_millis().min(i32::MAX as u128) as i32);
+                req = req.with_rebalance_timeout_ms(
+                    cfg.max_poll_interval.as_millis().min(i32::MAX as u128) as i32,
+                );
             }
             if version >= 5 {
                 req = req.with_group_instance_id(id.instance_id.as_deref().map(s));
@@ -201,7 +231,11 @@ impl Membership {
                 i.member_id = member_id.clone();
                 i.generation = generation;
             }
-            let protocol_name = resp.protocol_name.as_ref().map(|p| p.to_string()).unwrap_or_default();
+            let protocol_name = resp
+                .protocol_name
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
             let chosen = self
                 .assignors
                 .iter()
@@ -218,13 +252,20 @@ impl Membership {
                         &m.metadata,
                     )?);
                 }
-                let mut all_topics: Vec<String> = members.iter().flat_map(|m| m.topics.iter().cloned()).collect();
+                let mut all_topics: Vec<String> = members
+                    .iter()
+                    .flat_map(|m| m.topics.iter().cloned())
+                    .collect();
                 all_topics.sort();
                 all_topics.dedup();
                 self.cluster.refresh(Some(&all_topics)).await?;
                 let partitions: BTreeMap<String, i32> = all_topics
                     .iter()
-                    .filter_map(|t| self.cluster.cached(t).map(|i| (t.clone(), i.partitions.len() as i32)))
+                    .filter_map(|t| {
+                        self.cluster
+                            .cached(t)
+                            .map(|i| (t.clone(), i.partitions.len() as i32))
+                    })
                     .collect();
                 let result = chosen.assign(&partitions, &members);
                 for (member, parts) in result {
@@ -316,7 +357,11 @@ impl Membership {
                 self.forget_coordinator().await;
                 Err(Error::broker("heartbeat", e, None))
             }
-            Some(e) => Err(Error::broker(format!("heartbeat in group {}", self.group), e, None)),
+            Some(e) => Err(Error::broker(
+                format!("heartbeat in group {}", self.group),
+                e,
+                None,
+            )),
         }
     }
 
@@ -408,11 +453,17 @@ impl Membership {
             }
             match first_error {
                 None => {
-                    self.acked.lock().extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
+                    self.acked
+                        .lock()
+                        .extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
                     return Ok(());
                 }
                 Some(e) if attempt < 5 && self.retry_on(e).await => continue,
-                Some(e @ (ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration | ResponseError::UnknownMemberId)) => {
+                Some(
+                    e @ (ResponseError::RebalanceInProgress
+                    | ResponseError::IllegalGeneration
+                    | ResponseError::UnknownMemberId),
+                ) => {
                     self.rejoin.store(true, Ordering::Release);
                     return Err(Error::broker(
                         format!("commit in group {} (the group rebalanced; the partitions may have moved)", self.group),
@@ -420,13 +471,22 @@ impl Membership {
                         None,
                     ));
                 }
-                Some(e) => return Err(Error::broker(format!("commit in group {}", self.group), e, None)),
+                Some(e) => {
+                    return Err(Error::broker(
+                        format!("commit in group {}", self.group),
+                        e,
+                        None,
+                    ))
+                }
             }
         }
     }
 
     /// Committed offsets of `parts` (-1 where none).
-    pub async fn committed(&self, parts: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
+    pub async fn committed(
+        &self,
+        parts: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>> {
         self.committed_of(Some(parts)).await
     }
 
@@ -435,7 +495,10 @@ impl Membership {
         self.committed_of(None).await
     }
 
-    async fn committed_of(&self, parts: Option<&[TopicPartition]>) -> Result<HashMap<TopicPartition, i64>> {
+    async fn committed_of(
+        &self,
+        parts: Option<&[TopicPartition]>,
+    ) -> Result<HashMap<TopicPartition, i64>> {
         loop {
             let conn = self.coordinator().await?;
             let version = conn.version::<OffsetFetchRequest>(1..=8)?;
@@ -450,16 +513,26 @@ impl Membership {
                     .with_topics((!all).then(|| {
                         topics
                             .into_iter()
-                            .map(|(t, ps)| OffsetFetchRequestTopics::default().with_name(TopicName(s(t))).with_partition_indexes(ps))
+                            .map(|(t, ps)| {
+                                OffsetFetchRequestTopics::default()
+                                    .with_name(TopicName(s(t)))
+                                    .with_partition_indexes(ps)
+                            })
                             .collect()
                     }))])
             } else {
-                OffsetFetchRequest::default().with_group_id(GroupId(s(&self.group))).with_topics((!all).then(|| {
-                    topics
-                        .into_iter()
-                        .map(|(t, ps)| OffsetFetchRequestTopic::default().with_name(TopicName(s(t))).with_partition_indexes(ps))
-                        .collect()
-                }))
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s(&self.group)))
+                    .with_topics((!all).then(|| {
+                        topics
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                OffsetFetchRequestTopic::default()
+                                    .with_name(TopicName(s(t)))
+                                    .with_partition_indexes(ps)
+                            })
+                            .collect()
+                    }))
             };
             let resp = conn.send_raw(&req, version).await?;
             let mut out = HashMap::new();
@@ -469,21 +542,33 @@ impl Membership {
                     code = g.error_code;
                     for t in g.topics {
                         for p in t.partitions {
-                            out.insert(TopicPartition::new(t.name.0.to_string(), p.partition_index), p.committed_offset);
+                            out.insert(
+                                TopicPartition::new(t.name.0.to_string(), p.partition_index),
+                                p.committed_offset,
+                            );
                         }
                     }
                 }
             } else {
                 for t in resp.topics {
                     for p in t.partitions {
-                        out.insert(TopicPartition::new(t.name.0.to_string(), p.partition_index), p.committed_offset);
+                        out.insert(
+                            TopicPartition::new(t.name.0.to_string(), p.partition_index),
+                            p.committed_offset,
+                        );
                     }
                 }
             }
             match ResponseError::try_from_code(code) {
                 None => return Ok(out),
                 Some(e) if self.retry_on(e).await => continue,
-                Some(e) => return Err(Error::broker(format!("fetch committed offsets of group {}", self.group), e, None)),
+                Some(e) => {
+                    return Err(Error::broker(
+                        format!("fetch committed offsets of group {}", self.group),
+                        e,
+                        None,
+                    ))
+                }
             }
         }
     }
@@ -499,7 +584,9 @@ impl Membership {
         let req = if version >= 3 {
             LeaveGroupRequest::default()
                 .with_group_id(GroupId(s(&self.group)))
-                .with_members(vec![MemberIdentity::default().with_member_id(s(&id.member_id))])
+                .with_members(vec![
+                    MemberIdentity::default().with_member_id(s(&id.member_id))
+                ])
         } else {
             LeaveGroupRequest::default()
                 .with_group_id(GroupId(s(&self.group)))

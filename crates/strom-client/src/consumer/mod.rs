@@ -87,7 +87,11 @@ impl Consumer {
         // Fail early, with the address, when nothing is reachable.
         cluster.any().await?;
         let group = match &config.group_id {
-            Some(g) => Some(Arc::new(Membership::new(g.clone(), cluster.clone(), config.clone())?)),
+            Some(g) => Some(Arc::new(Membership::new(
+                g.clone(),
+                cluster.clone(),
+                config.clone(),
+            )?)),
             None => None,
         };
         let shared = Arc::new(Shared {
@@ -130,7 +134,8 @@ impl Consumer {
     pub fn subscribe<S: AsRef<str>>(&mut self, topics: &[S]) -> Result<()> {
         self.group()?;
         self.check_not_assigned()?;
-        self.subscription = Subscription::Topics(topics.iter().map(|t| t.as_ref().to_string()).collect());
+        self.subscription =
+            Subscription::Topics(topics.iter().map(|t| t.as_ref().to_string()).collect());
         self.request_rejoin();
         Ok(())
     }
@@ -149,7 +154,9 @@ impl Consumer {
 
     fn check_not_assigned(&self) -> Result<()> {
         if matches!(self.subscription, Subscription::Assigned) {
-            return Err(Error::Usage("the consumer uses assign(); call unassign() before subscribe()".into()));
+            return Err(Error::Usage(
+                "the consumer uses assign(); call unassign() before subscribe()".into(),
+            ));
         }
         Ok(())
     }
@@ -163,8 +170,13 @@ impl Consumer {
     /// Assigns partitions by hand, without group membership. Positions come from committed
     /// offsets when a `group.id` is set, else from `auto.offset.reset`.
     pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        if matches!(self.subscription, Subscription::Topics(_) | Subscription::Pattern(_)) {
-            return Err(Error::Usage("the consumer is subscribed; call unsubscribe() before assign()".into()));
+        if matches!(
+            self.subscription,
+            Subscription::Topics(_) | Subscription::Pattern(_)
+        ) {
+            return Err(Error::Usage(
+                "the consumer is subscribed; call unsubscribe() before assign()".into(),
+            ));
         }
         self.subscription = Subscription::Assigned;
         self.set_assignment(partitions);
@@ -179,7 +191,10 @@ impl Consumer {
 
     /// Leaves the group and drops the subscription.
     pub async fn unsubscribe(&mut self) -> Result<()> {
-        if matches!(self.subscription, Subscription::Topics(_) | Subscription::Pattern(_)) {
+        if matches!(
+            self.subscription,
+            Subscription::Topics(_) | Subscription::Pattern(_)
+        ) {
             let owned = self.owned.clone();
             self.revoke(&owned).await;
             self.stop_heartbeat();
@@ -193,17 +208,24 @@ impl Consumer {
     }
 
     fn set_assignment(&mut self, partitions: &[TopicPartition]) {
-        let initial = if self.group.is_some() { Lookup::Committed } else { Lookup::Reset(self.shared.config.auto_offset_reset) };
+        let initial = if self.group.is_some() {
+            Lookup::Committed
+        } else {
+            Lookup::Reset(self.shared.config.auto_offset_reset)
+        };
         let keep: BTreeSet<&TopicPartition> = partitions.iter().collect();
         {
             let mut st = self.shared.state.lock();
             st.parts.retain(|tp, _| keep.contains(tp));
             for tp in partitions {
-                st.parts.entry(tp.clone()).or_insert_with(|| PartState::new(initial));
+                st.parts
+                    .entry(tp.clone())
+                    .or_insert_with(|| PartState::new(initial));
             }
             st.chunks.retain(|c| keep.contains(&c.tp));
         }
-        self.ready.retain(|r| keep.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
+        self.ready
+            .retain(|r| keep.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
         self.owned = partitions.to_vec();
         self.owned.sort();
         self.shared.wake.notify_one();
@@ -254,22 +276,38 @@ impl Consumer {
             f(p);
             st.chunks.retain(|c| &c.tp != tp);
         }
-        self.ready.retain(|r| !(r.topic == tp.topic && r.partition == tp.partition));
+        self.ready
+            .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition));
         self.shared.wake.notify_one();
         Ok(())
     }
 
     /// The next offset `poll` will return for `tp` (once known).
     pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
-        if let Some(r) = self.ready.iter().find(|r| r.topic == tp.topic && r.partition == tp.partition) {
+        if let Some(r) = self
+            .ready
+            .iter()
+            .find(|r| r.topic == tp.topic && r.partition == tp.partition)
+        {
             return Some(r.offset);
         }
-        self.shared.state.lock().parts.get(tp).and_then(|p| p.position)
+        self.shared
+            .state
+            .lock()
+            .parts
+            .get(tp)
+            .and_then(|p| p.position)
     }
 
     /// The high watermark last seen for `tp` (lag = high watermark - position).
     pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
-        self.shared.state.lock().parts.get(tp).map(|p| p.high_watermark).filter(|h| *h >= 0)
+        self.shared
+            .state
+            .lock()
+            .parts
+            .get(tp)
+            .map(|p| p.high_watermark)
+            .filter(|h| *h >= 0)
     }
 
     /// Stops fetching from these partitions until [`Consumer::resume`].
@@ -297,7 +335,15 @@ impl Consumer {
 
     /// Paused partitions.
     pub fn paused(&self) -> Vec<TopicPartition> {
-        let mut v: Vec<_> = self.shared.state.lock().parts.iter().filter(|(_, p)| p.paused).map(|(tp, _)| tp.clone()).collect();
+        let mut v: Vec<_> = self
+            .shared
+            .state
+            .lock()
+            .parts
+            .iter()
+            .filter(|(_, p)| p.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect();
         v.sort();
         v
     }
@@ -363,8 +409,13 @@ impl Consumer {
         if let Some(j) = &self.joining {
             return j.is_finished();
         }
-        matches!(self.subscription, Subscription::Topics(_) | Subscription::Pattern(_))
-            && self.group.as_ref().is_some_and(|g| g.rejoin.load(Ordering::Acquire))
+        matches!(
+            self.subscription,
+            Subscription::Topics(_) | Subscription::Pattern(_)
+        ) && self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.rejoin.load(Ordering::Acquire))
     }
 
     fn drain_chunks(&mut self) {
@@ -373,8 +424,12 @@ impl Consumer {
         let st = &mut *st;
         let mut consumed = false;
         while self.ready.len() < max {
-            let Some(mut chunk) = st.chunks.pop_front() else { break };
-            let Some(p) = st.parts.get_mut(&chunk.tp) else { continue };
+            let Some(mut chunk) = st.chunks.pop_front() else {
+                break;
+            };
+            let Some(p) = st.parts.get_mut(&chunk.tp) else {
+                continue;
+            };
             if p.epoch != chunk.epoch || p.paused {
                 continue;
             }
@@ -403,16 +458,28 @@ impl Consumer {
 
     /// Joins when needed, resolves committed positions, auto-commits.
     async fn group_duties(&mut self) -> Result<()> {
-        let Some(g) = self.group.clone() else { return Ok(()) };
-        if matches!(self.subscription, Subscription::Topics(_) | Subscription::Pattern(_)) {
-            if self.last_metadata_check.elapsed() >= g.config.client.metadata_max_age.min(Duration::from_secs(30)) {
+        let Some(g) = self.group.clone() else {
+            return Ok(());
+        };
+        if matches!(
+            self.subscription,
+            Subscription::Topics(_) | Subscription::Pattern(_)
+        ) {
+            if self.last_metadata_check.elapsed()
+                >= g.config
+                    .client
+                    .metadata_max_age
+                    .min(Duration::from_secs(30))
+            {
                 self.last_metadata_check = Instant::now();
                 if self.subscription_changed().await? {
                     g.rejoin.store(true, Ordering::Release);
                 }
             }
             if let Some(j) = self.joining.take_if(|j| j.is_finished()) {
-                let joined = j.await.map_err(|e| Error::Internal(format!("join task: {e}")))??;
+                let joined = j
+                    .await
+                    .map_err(|e| Error::Internal(format!("join task: {e}")))??;
                 self.joined(&g, joined).await;
             }
             if self.joining.is_none() && g.rejoin.load(Ordering::Acquire) {
@@ -420,7 +487,9 @@ impl Consumer {
             }
         }
         self.resolve_committed(&g).await?;
-        if g.config.enable_auto_commit && self.last_commit.elapsed() >= g.config.auto_commit_interval {
+        if g.config.enable_auto_commit
+            && self.last_commit.elapsed() >= g.config.auto_commit_interval
+        {
             self.last_commit = Instant::now();
             let offsets = self.positions_to_commit();
             if !offsets.is_empty() {
@@ -464,13 +533,20 @@ impl Consumer {
     fn partition_counts_of(&self, topics: &[String]) -> BTreeMap<String, usize> {
         topics
             .iter()
-            .filter_map(|t| self.shared.cluster.cached(t).map(|i| (t.clone(), i.partitions.len())))
+            .filter_map(|t| {
+                self.shared
+                    .cluster
+                    .cached(t)
+                    .map(|i| (t.clone(), i.partitions.len()))
+            })
             .collect()
     }
 
     async fn start_rejoin(&mut self, g: &Arc<Membership>) -> Result<()> {
         let protocol = g.protocol();
-        let lost = g.identity.lock().generation < 0 && !self.owned.is_empty() && !self.subscribed.is_empty();
+        let lost = g.identity.lock().generation < 0
+            && !self.owned.is_empty()
+            && !self.subscribed.is_empty();
         if lost {
             let owned = std::mem::take(&mut self.owned);
             if let Some(l) = self.listener.as_mut() {
@@ -528,7 +604,10 @@ impl Consumer {
         if let Some(g) = self.group.clone() {
             if g.config.enable_auto_commit {
                 let all = self.positions_to_commit();
-                let offsets: BTreeMap<TopicPartition, i64> = all.into_iter().filter(|(tp, _)| parts.contains(tp)).collect();
+                let offsets: BTreeMap<TopicPartition, i64> = all
+                    .into_iter()
+                    .filter(|(tp, _)| parts.contains(tp))
+                    .collect();
                 if let Err(e) = Self::commit_via(&g, offsets).await {
                     tracing::warn!(error = %e, "committing revoked partitions failed");
                 }
@@ -551,7 +630,11 @@ impl Consumer {
     async fn resolve_committed(&mut self, g: &Arc<Membership>) -> Result<()> {
         let pending: Vec<TopicPartition> = {
             let st = self.shared.state.lock();
-            st.parts.iter().filter(|(_, p)| p.lookup == Some(Lookup::Committed)).map(|(tp, _)| tp.clone()).collect()
+            st.parts
+                .iter()
+                .filter(|(_, p)| p.lookup == Some(Lookup::Committed))
+                .map(|(tp, _)| tp.clone())
+                .collect()
         };
         if pending.is_empty() {
             return Ok(());
@@ -582,7 +665,11 @@ impl Consumer {
     /// Current positions that differ from what was last committed.
     fn positions_to_commit(&self) -> BTreeMap<TopicPartition, i64> {
         let mut out = BTreeMap::new();
-        let acked = self.group.as_ref().map(|g| g.acked.lock().clone()).unwrap_or_default();
+        let acked = self
+            .group
+            .as_ref()
+            .map(|g| g.acked.lock().clone())
+            .unwrap_or_default();
         for tp in &self.owned {
             if let Some(pos) = self.position(tp) {
                 if acked.get(tp) != Some(&pos) {
@@ -631,7 +718,10 @@ impl Consumer {
     }
 
     /// The group's committed offsets for `parts` (-1 where none).
-    pub async fn committed(&self, parts: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
+    pub async fn committed(
+        &self,
+        parts: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>> {
         self.group()?.committed(parts).await
     }
 
@@ -650,7 +740,10 @@ impl Consumer {
         }
         let mut result = Ok(());
         if let Some(g) = self.group.clone() {
-            if matches!(self.subscription, Subscription::Topics(_) | Subscription::Pattern(_)) {
+            if matches!(
+                self.subscription,
+                Subscription::Topics(_) | Subscription::Pattern(_)
+            ) {
                 if g.config.enable_auto_commit {
                     let offsets = self.positions_to_commit();
                     result = Self::commit_via(&g, offsets).await;
@@ -662,7 +755,9 @@ impl Consumer {
                 self.stop_heartbeat();
                 let left = g.leave().await;
                 result = result.and(left);
-            } else if g.config.enable_auto_commit && matches!(self.subscription, Subscription::Assigned) {
+            } else if g.config.enable_auto_commit
+                && matches!(self.subscription, Subscription::Assigned)
+            {
                 let offsets = self.positions_to_commit();
                 result = Self::commit_via(&g, offsets).await;
             }

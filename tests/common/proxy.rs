@@ -76,3 +76,42 @@ pub async fn faulty_proxy(
         });
     }
 }
+
+/// A TCP proxy that forwards both ways but can be paused: while `paused` is set it stops
+/// relaying the broker's responses (requests still go through), like a broker that hangs.
+pub async fn pausable_proxy(
+    listen: TcpListener,
+    broker: SocketAddr,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let Ok((client, _)) = listen.accept().await else {
+            return;
+        };
+        let Ok(server) = TcpStream::connect(broker).await else {
+            return;
+        };
+        let paused = paused.clone();
+        tokio::spawn(async move {
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let up = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            });
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                while paused.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                let n = match sr.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            up.abort();
+        });
+    }
+}

@@ -516,6 +516,87 @@ pub fn encode_subscription(
     encode_prefixed(&message, SUBSCRIPTION_VERSION, "consumer subscription")
 }
 
+/// Walks a consumer-protocol body (non-flexible versions) checking that every length and count
+/// fits in the bytes that remain, before kafka-protocol decodes it: its decoder sizes vectors
+/// from wire counts, so a short blob claiming billions of topics would otherwise exhaust memory.
+/// Bytes come from other group members, so they are untrusted.
+struct Walk<'a> {
+    b: &'a [u8],
+}
+
+impl Walk<'_> {
+    fn take(&mut self, n: usize) -> Option<()> {
+        self.b = self.b.get(n..)?;
+        Some(())
+    }
+    fn i16(&mut self) -> Option<i16> {
+        let v = i16::from_be_bytes([*self.b.first()?, *self.b.get(1)?]);
+        self.take(2).map(|()| v)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        let x = self.b.get(..4)?;
+        let v = i32::from_be_bytes([x[0], x[1], x[2], x[3]]);
+        self.take(4).map(|()| v)
+    }
+    fn string(&mut self, nullable: bool) -> Option<()> {
+        match self.i16()? {
+            -1 if nullable => Some(()),
+            n if n >= 0 => self.take(n as usize),
+            _ => None,
+        }
+    }
+    fn bytes(&mut self) -> Option<()> {
+        match self.i32()? {
+            -1 => Some(()),
+            n if n >= 0 => self.take(n as usize),
+            _ => None,
+        }
+    }
+    /// An array count, refused when even `min_size`-byte elements could not fit.
+    fn count(&mut self, min_size: usize) -> Option<usize> {
+        let n = usize::try_from(self.i32()?).ok()?;
+        (n.checked_mul(min_size)? <= self.b.len()).then_some(n)
+    }
+    fn topic_partitions(&mut self) -> Option<()> {
+        for _ in 0..self.count(6)? {
+            self.string(false)?;
+            let n = self.count(4)?;
+            self.take(n * 4)?;
+        }
+        Some(())
+    }
+}
+
+fn subscription_fits(body: &[u8], version: i16) -> bool {
+    let mut w = Walk { b: body };
+    let ok = (|| {
+        for _ in 0..w.count(2)? {
+            w.string(false)?;
+        }
+        w.bytes()?;
+        if version >= 1 {
+            w.topic_partitions()?;
+        }
+        if version >= 2 {
+            w.i32()?;
+        }
+        if version >= 3 {
+            w.string(true)?;
+        }
+        Some(())
+    })();
+    ok.is_some()
+}
+
+fn assignment_fits(body: &[u8]) -> bool {
+    let mut w = Walk { b: body };
+    (|| {
+        w.topic_partitions()?;
+        w.bytes()
+    })()
+    .is_some()
+}
+
 /// Decodes a member's JoinGroup metadata (any version 0..=3, newer read as 3).
 ///
 /// The generation is the v2+ field when it is set; otherwise, if the user data is exactly four
@@ -528,6 +609,11 @@ pub fn decode_subscription(
 ) -> Result<MemberSubscription> {
     let what = format!("subscription of group member {member_id}");
     let (version, mut body) = split_version(metadata, &what)?;
+    if !subscription_fits(&body, version) {
+        return Err(Error::Protocol(format!(
+            "{what} (version {version}) is malformed: a length or count runs past its end"
+        )));
+    }
     let message = ConsumerProtocolSubscription::decode(&mut body, version)
         .map_err(|e| Error::Protocol(format!("{what} (version {version}) is malformed: {e}")))?;
     let generation = if version >= 2 && message.generation_id >= 0 {
@@ -585,6 +671,11 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Vec<TopicPartition>> {
     }
     let what = "consumer group assignment";
     let (version, mut body) = split_version(bytes, what)?;
+    if !assignment_fits(&body) {
+        return Err(Error::Protocol(format!(
+            "{what} (version {version}) is malformed: a length or count runs past its end"
+        )));
+    }
     let message = ConsumerProtocolAssignment::decode(&mut body, version)
         .map_err(|e| Error::Protocol(format!("{what} (version {version}) is malformed: {e}")))?;
     Ok(message
@@ -1306,5 +1397,15 @@ mod tests {
             let err = decode_assignment(bytes).unwrap_err();
             assert!(matches!(err, Error::Protocol(_)), "{bytes:?}: {err:?}");
         }
+    }
+
+    #[test]
+    fn huge_counts_in_short_blobs_are_refused_without_allocating() {
+        // version 0, then a topic count of 2^31 - 1 in six bytes.
+        let blob = [0u8, 0, 0x7f, 0xff, 0xff, 0xff];
+        assert!(decode_subscription("m", None, &blob).is_err());
+        assert!(decode_assignment(&blob).is_err());
+        let blob = [0u8, 1, 0, 0, 0, 1, 0, 1, b't', 0x7f, 0xff, 0xff, 0xff];
+        assert!(decode_assignment(&blob).is_err());
     }
 }

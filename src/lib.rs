@@ -14,5 +14,5 @@ pub use strom_broker as broker;
 pub use strom_client as client;
 pub use strom_log as log;
 
-pub mod admin;
 pub mod bench;
+pub mod cli;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use strom::cli;
 
 /// Keeps a request that claims billions of elements from aborting the broker (see the module).
 #[global_allocator]
@@ -24,18 +25,37 @@ enum Command {
     /// Settings come from defaults, then `--config FILE` (TOML), then `STROM_*` environment
     /// variables, then flags.
     Server(Box<ServerArgs>),
+    /// Create, list, describe, alter and delete topics.
+    Topic {
+        #[command(flatten)]
+        brokers: Brokers,
+        #[command(subcommand)]
+        what: TopicCommand,
+    },
+    /// Produce lines of standard input (or --file) as records, one per line.
+    ///
+    /// Nothing is printed on success (with --verbose: topic, partition and offset of each
+    /// record); the exit status is non-zero, with a one-line error, if any record failed.
+    Produce(ProduceArgs),
+    /// Print records of a topic, as text or one JSON object per line.
+    ///
+    /// Without --group: every partition (or --partition), starting at --from (default: end).
+    /// With --group: as a group member, starting at the committed offsets (else --from), and
+    /// committing as it goes and on exit (Ctrl-C included).
+    Consume(ConsumeArgs),
     /// Inspect and manage consumer groups on any Kafka-protocol cluster.
     Group {
-        /// Brokers to bootstrap from.
-        #[arg(
-            long,
-            env = "STROM_BROKERS",
-            default_value = "localhost:9092",
-            global = true
-        )]
-        brokers: String,
+        #[command(flatten)]
+        brokers: Brokers,
         #[command(subcommand)]
         what: GroupCommand,
+    },
+    /// Describe the cluster.
+    Cluster {
+        #[command(flatten)]
+        brokers: Brokers,
+        #[command(subcommand)]
+        what: ClusterCommand,
     },
     /// Measure throughput against a baseline taken in the same run.
     Bench {
@@ -78,6 +98,150 @@ enum GroupCommand {
         /// The group.
         group: String,
     },
+}
+
+/// Where the client commands connect.
+#[derive(Debug, clap::Args)]
+struct Brokers {
+    /// Brokers to bootstrap from (comma-separated).
+    #[arg(
+        long,
+        env = "STROM_BROKERS",
+        default_value = "localhost:9092",
+        global = true,
+        value_name = "HOST:PORT[,...]"
+    )]
+    brokers: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// The topic.
+        name: String,
+        /// Number of partitions [default: the broker's num.partitions].
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replication factor [default: the broker's default.replication.factor].
+        #[arg(long)]
+        replication_factor: Option<i16>,
+        /// A topic config by Kafka name, e.g. retention.ms=86400000 (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// List topic names.
+    List {
+        /// Include internal topics (__consumer_offsets).
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Partitions (leader, replicas, ISR, log start and end offsets) and non-default configs.
+    Describe {
+        /// The topic.
+        name: String,
+    },
+    /// Add partitions and set or remove configs.
+    Alter {
+        /// The topic.
+        name: String,
+        /// New total number of partitions (partitions can only be added).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Set a topic config, e.g. retention.ms=86400000 (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Return a topic config to its default (repeatable).
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete topics and all their records.
+    Delete {
+        /// The topics.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    brokers: Brokers,
+    /// The topic (created if the broker auto-creates topics).
+    topic: String,
+    /// Read lines from this file instead of standard input.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Split each line at the first SEP into key and value ("\t" is a tab); a line without
+    /// it is an error.
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// A header added to every record (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    headers: Vec<String>,
+    /// Send every record to this partition [default: by key; records without a key stick to
+    /// a partition per batch].
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Acknowledgement to wait for: 0, 1 or all (idempotence is on only with all).
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// Compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// How long a batch waits for more records, in milliseconds.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    linger_ms: u64,
+    /// Print "topic<TAB>partition<TAB>offset" of each record once acknowledged.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    brokers: Brokers,
+    /// The topic.
+    topic: String,
+    /// Where to start: beginning, end, an offset, or an RFC 3339 time such as
+    /// 2026-01-31T12:00:00Z [default: end; with --group, the committed offsets first].
+    #[arg(long, value_name = "WHERE")]
+    from: Option<String>,
+    /// Consume as a member of this consumer group, committing offsets.
+    #[arg(long)]
+    group: Option<String>,
+    /// Exit after this many records.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Only this partition.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Output: text (the value per line) or json (one object per line: topic, partition,
+    /// offset, timestamp, key, value, headers; bytes that are not UTF-8 in base64, flagged by
+    /// "key_encoding"/"value_encoding": "base64").
+    #[arg(long, value_enum, default_value = "text")]
+    format: OutputFormat,
+    /// With --format text, print "key<TAB>value".
+    #[arg(long)]
+    print_key: bool,
+    /// Exit successfully after this long without a new record (counted from when the consumer
+    /// has joined its group and first heard from its partitions) [default: wait forever].
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    /// The value, one per line.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Cluster id, controller and brokers (id, address, rack).
+    Info,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,78 +412,101 @@ fn run_server(args: ServerArgs) -> Result<(), String> {
     })
 }
 
-fn run_group(brokers: &str, what: GroupCommand) -> Result<(), String> {
-    use strom::admin::{Admin, ResetTo};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(async move {
-        let mut admin = Admin::connect(brokers).await.map_err(|e| e.to_string())?;
-        match what {
-            GroupCommand::List => {
-                for (group, state, protocol) in
-                    admin.list_groups().await.map_err(|e| e.to_string())?
-                {
-                    println!("{group}\t{state}\t{protocol}");
+fn group_command(what: GroupCommand) -> Result<cli::group::GroupCommand, String> {
+    use cli::group::{GroupCommand as G, ResetTo};
+    Ok(match what {
+        GroupCommand::List => G::List,
+        GroupCommand::Describe { group } => G::Describe { group },
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_datetime,
+        } => {
+            let to = match (to_earliest, to_latest, to_offset, to_datetime) {
+                (true, ..) => ResetTo::Earliest,
+                (_, true, ..) => ResetTo::Latest,
+                (_, _, Some(o), _) => ResetTo::Offset(o),
+                (_, _, _, Some(t)) => ResetTo::Time(cli::parse_time_ms("--to-datetime", &t)?),
+                _ => {
+                    return Err(
+                        "give one of --to-earliest, --to-latest, --to-offset, --to-datetime".into(),
+                    )
                 }
-            }
-            GroupCommand::Describe { group } => {
-                print!(
-                    "{}",
-                    admin
-                        .describe_group(&group)
-                        .await
-                        .map_err(|e| e.to_string())?
-                );
-            }
-            GroupCommand::ResetOffsets {
-                group,
-                topic,
-                to_earliest,
-                to_latest,
-                to_offset,
-                to_datetime,
-            } => {
-                let to = match (to_earliest, to_latest, to_offset, to_datetime) {
-                    (true, ..) => ResetTo::Earliest,
-                    (_, true, ..) => ResetTo::Latest,
-                    (_, _, Some(o), _) => ResetTo::Offset(o),
-                    (_, _, _, Some(t)) => {
-                        let at = humantime::parse_rfc3339_weak(&t).map_err(|e| {
-                            format!("--to-datetime {t:?}: {e} (expected e.g. 2026-01-31T12:00:00Z)")
-                        })?;
-                        let ms = at
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_err(|_| format!("--to-datetime {t:?} is before 1970"))?
-                            .as_millis() as i64;
-                        ResetTo::Time(ms)
-                    }
-                    _ => {
-                        return Err(
-                            "give one of --to-earliest, --to-latest, --to-offset, --to-datetime"
-                                .into(),
-                        )
-                    }
-                };
-                for (p, o) in admin
-                    .reset_offsets(&group, &topic, &to)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    println!("{topic}\t{p}\t{o}");
-                }
-            }
-            GroupCommand::Delete { group } => {
-                admin
-                    .delete_group(&group)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                println!("deleted group {group}");
-            }
+            };
+            G::ResetOffsets { group, topic, to }
         }
-        Ok(())
+        GroupCommand::Delete { group } => G::Delete { group },
     })
+}
+
+fn topic_command(what: TopicCommand) -> cli::topic::TopicCommand {
+    use cli::topic::TopicCommand as T;
+    match what {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => T::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        },
+        TopicCommand::List { internal } => T::List { internal },
+        TopicCommand::Describe { name } => T::Describe { name },
+        TopicCommand::Alter {
+            name,
+            partitions,
+            configs,
+            delete_configs,
+        } => T::Alter {
+            name,
+            partitions,
+            configs,
+            delete_configs,
+        },
+        TopicCommand::Delete { names } => T::Delete { names },
+    }
+}
+
+fn produce_options(a: ProduceArgs) -> (String, cli::produce::ProduceOptions) {
+    (
+        a.brokers.brokers,
+        cli::produce::ProduceOptions {
+            topic: a.topic,
+            file: a.file,
+            key_separator: a.key_separator,
+            headers: a.headers,
+            partition: a.partition,
+            acks: a.acks,
+            compression: a.compression,
+            linger_ms: a.linger_ms,
+            verbose: a.verbose,
+        },
+    )
+}
+
+fn consume_options(a: ConsumeArgs) -> (String, cli::consume::ConsumeOptions) {
+    (
+        a.brokers.brokers,
+        cli::consume::ConsumeOptions {
+            topic: a.topic,
+            from: a.from,
+            group: a.group,
+            count: a.count,
+            partition: a.partition,
+            format: match a.format {
+                OutputFormat::Text => cli::consume::Format::Text,
+                OutputFormat::Json => cli::consume::Format::Json,
+            },
+            print_key: a.print_key,
+            timeout_ms: a.timeout_ms,
+        },
+    )
 }
 
 async fn shutdown_signal() {
@@ -346,10 +533,16 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The client commands print results on stdout; stderr carries only warnings and errors.
+    let default_level = match cli.command {
+        Command::Server(_) | Command::Bench { .. } => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -357,10 +550,26 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("internal error (a bug in strom, please report it): {info}");
     }));
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => run_server(*args),
-        Command::Group { brokers, what } => run_group(&brokers, what),
+        Command::Topic { brokers, what } => {
+            cli::block_on(cli::topic::run(&brokers.brokers, topic_command(what)))
+        }
+        Command::Produce(args) => {
+            let (brokers, o) = produce_options(args);
+            cli::block_on(cli::produce::run(&brokers, o))
+        }
+        Command::Consume(args) => {
+            let (brokers, o) = consume_options(args);
+            cli::block_on(cli::consume::run(&brokers, o))
+        }
+        Command::Group { brokers, what } => {
+            group_command(what).and_then(|g| cli::block_on(cli::group::run(&brokers.brokers, g)))
+        }
+        Command::Cluster {
+            brokers,
+            what: ClusterCommand::Info,
+        } => cli::block_on(cli::cluster::info(&brokers.brokers)),
         Command::Bench {
             what:
                 BenchCommand::Log {

@@ -189,9 +189,12 @@ async fn group_commands_work_end_to_end() {
 
 #[test]
 fn unreachable_broker_is_one_line() {
-    let port = common::free_port();
-    let (ok, _, err) = strom(&format!("127.0.0.1:{port}"), &["list"]);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let (ok, _, err) = strom(&addr, &["list"]);
     assert!(!ok);
-    assert!(err.starts_with("strom: cannot reach"), "{err}");
+    assert!(
+        err.starts_with(&format!("strom: broker unreachable at {addr}: ")),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

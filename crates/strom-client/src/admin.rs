@@ -87,8 +87,12 @@ pub struct ConfigEntry {
     pub name: String,
     /// Value (`None` when sensitive or unset).
     pub value: Option<String>,
-    /// Whether it was set for this resource (rather than a default).
+    /// Whether it is inherited (a broker setting or built-in default) rather than set on this
+    /// resource itself.
     pub is_default: bool,
+    /// Kafka's config source: 1 topic override, 2 broker override, 3 cluster-wide dynamic
+    /// default, 4 broker's static config, 5 built-in default (0 unknown, e.g. DescribeConfigs v0).
+    pub source: i8,
     /// Whether it cannot be changed.
     pub read_only: bool,
 }
@@ -391,8 +395,10 @@ impl Admin {
             .map(|c| ConfigEntry {
                 name: c.name.to_string(),
                 value: c.value.map(|v| v.to_string()),
-                // config_source 5 = DEFAULT_CONFIG (v1+); 1 = DYNAMIC_TOPIC_CONFIG.
-                is_default: if v >= 1 { c.config_source == 5 } else { false },
+                // Set on this resource: DYNAMIC_TOPIC_CONFIG (1) for topics,
+                // DYNAMIC_BROKER_CONFIG (2) for brokers.
+                is_default: v >= 1 && !matches!(c.config_source, 1 | 2),
+                source: if v >= 1 { c.config_source } else { 0 },
                 read_only: c.read_only,
             })
             .collect())

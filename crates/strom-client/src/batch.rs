@@ -52,6 +52,12 @@ pub fn record_size_bound(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[He
     key.map_or(0, |k| k.len()) + value.map_or(0, |v| v.len()) + h + 5 + 1 + 10 + 5 + 5 + 5 + 5
 }
 
+/// Bytes `put_varlong` writes for `v` (zig-zag varint).
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    ((64 - (z | 1).leading_zeros() as usize) + 6) / 7
+}
+
 fn put_bytes(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         None => put_varlong(out, -1),
@@ -73,7 +79,7 @@ impl OpenBatch {
         }
     }
 
-    /// Appends one record.
+    /// Appends one record, encoded straight into the batch body.
     pub fn push(
         &mut self,
         timestamp: i64,
@@ -81,19 +87,28 @@ impl OpenBatch {
         value: Option<&[u8]>,
         headers: &[Header],
     ) {
-        let mut rec = Vec::with_capacity(record_size_bound(key, value, headers));
-        rec.push(0); // attributes
-        put_varlong(&mut rec, timestamp.wrapping_sub(self.base_timestamp));
-        put_varlong(&mut rec, self.count as i64);
-        put_bytes(&mut rec, key);
-        put_bytes(&mut rec, value);
-        put_varlong(&mut rec, headers.len() as i64);
+        let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
+        let offset_delta = self.count as i64;
+        let field =
+            |v: Option<&[u8]>| v.map_or(varlong_len(-1), |v| varlong_len(v.len() as i64) + v.len());
+        let mut len =
+            1 + varlong_len(ts_delta) + varlong_len(offset_delta) + field(key) + field(value);
+        len += varlong_len(headers.len() as i64);
         for h in headers {
-            put_bytes(&mut rec, Some(h.key.as_bytes()));
-            put_bytes(&mut rec, h.value.as_deref());
+            len += field(Some(h.key.as_bytes())) + field(h.value.as_deref());
         }
-        put_varlong(&mut self.body, rec.len() as i64);
-        self.body.extend_from_slice(&rec);
+        self.body.reserve(len + 5);
+        put_varlong(&mut self.body, len as i64);
+        self.body.push(0); // attributes
+        put_varlong(&mut self.body, ts_delta);
+        put_varlong(&mut self.body, offset_delta);
+        put_bytes(&mut self.body, key);
+        put_bytes(&mut self.body, value);
+        put_varlong(&mut self.body, headers.len() as i64);
+        for h in headers {
+            put_bytes(&mut self.body, Some(h.key.as_bytes()));
+            put_bytes(&mut self.body, h.value.as_deref());
+        }
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp);
     }
@@ -269,6 +284,28 @@ mod tests {
             let h = strom_log::BatchHeader::parse(&restamped).unwrap();
             assert_eq!((h.producer_id, h.base_sequence), (7, 90));
             strom_log::batch::validate_one(&restamped, 0, strom_log::Origin::Client).unwrap();
+        }
+    }
+
+    #[test]
+    fn varlong_len_matches_the_encoder() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            8191,
+            8192,
+            i32::MAX as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, v);
+            assert_eq!(varlong_len(v), out.len(), "{v}");
         }
     }
 

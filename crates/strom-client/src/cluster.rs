@@ -192,14 +192,37 @@ impl Cluster {
                 addrs.push(b.clone());
             }
         }
+        let mut failures: Vec<(String, String)> = Vec::new();
         let mut last = None;
         for a in &addrs {
             match self.connect(a).await {
                 Ok(c) => return Ok(c),
+                Err(Error::Unreachable { address, reason }) => failures.push((address, reason)),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Config("bootstrap.servers is empty".into())))
+        if let Some(e) = last {
+            return Err(e);
+        }
+        match failures.len() {
+            0 => Err(Error::Config("bootstrap.servers is empty".into())),
+            1 => {
+                let (address, reason) = failures.remove(0);
+                Err(Error::Unreachable { address, reason })
+            }
+            _ => Err(Error::Unreachable {
+                address: failures
+                    .iter()
+                    .map(|(a, _)| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: failures
+                    .iter()
+                    .map(|(a, r)| format!("{a}: {r}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        }
     }
 
     /// Refreshes metadata for `topics` (all topics when `None`).

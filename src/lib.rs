@@ -15,4 +15,5 @@ pub use strom_client as client;
 pub use strom_log as log;
 
 pub mod bench;
+pub mod bench_client;
 pub mod cli;

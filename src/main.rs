@@ -264,6 +264,9 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Producer, consumer and end-to-end throughput and latency against a cluster.
+    #[command(flatten)]
+    Client(strom::bench_client::ClientBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -589,6 +592,9 @@ fn main() -> ExitCode {
         .run()
         .map(|report| print!("{report}"))
         .map_err(|e| e.to_string()),
+        Command::Bench {
+            what: BenchCommand::Client(b),
+        } => cli::block_on(async move { strom::bench_client::run(b).await.map(|_| ()) }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -124,7 +124,11 @@ async fn seek_pause_resume_and_timestamps() {
         .unwrap();
     assert_eq!(c.recv().await.unwrap().offset, 56);
     c.seek_to_end(std::slice::from_ref(&tp)).unwrap();
-    assert!(c.poll(Duration::from_millis(300)).await.unwrap().is_empty());
+    // The end is looked up lazily (as in Kafka): wait until it is known before producing more.
+    while c.position(&tp).is_none() {
+        assert!(c.poll(Duration::from_millis(50)).await.unwrap().is_empty());
+    }
+    assert_eq!(c.position(&tp), Some(100));
     c.pause(std::slice::from_ref(&tp)).unwrap();
     p.send(ProducerRecord::new("s", "late"))
         .await
@@ -285,4 +289,63 @@ async fn group_rebalance_cooperative_sticky() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_rebalance_roundrobin() {
     group_of_three("roundrobin").await;
+}
+
+/// Pausing one partition holds its records back without losing them; resuming every partition
+/// (paused or not) loses nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_one_partition_then_resume_all_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), |_| {}).await;
+    Admin::connect(&b.bootstrap())
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("pr", 2)])
+        .await
+        .unwrap();
+    let p = Producer::new(ProducerConfig::new(&b.bootstrap()))
+        .await
+        .unwrap();
+    for part in 0..2 {
+        for i in 0..300 {
+            p.send(ProducerRecord::new("pr", format!("{part}-{i}")).partition(part))
+                .await
+                .unwrap();
+        }
+    }
+    p.flush().await.unwrap();
+    let (p0, p1) = (TopicPartition::new("pr", 0), TopicPartition::new("pr", 1));
+    let mut c = Consumer::new(cfg(&b)).await.unwrap();
+    c.assign(&[p0.clone(), p1.clone()]).unwrap();
+    let mut seen: BTreeSet<(i32, i64)> = BTreeSet::new();
+    // A few records, then pause partition 0.
+    let first = c.recv().await.unwrap();
+    seen.insert((first.partition, first.offset));
+    c.pause(std::slice::from_ref(&p0)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.iter().filter(|(p, _)| *p == 1).count() < 300 {
+        assert!(tokio::time::Instant::now() < deadline);
+        for r in c.poll(Duration::from_millis(100)).await.unwrap() {
+            assert_eq!(r.partition, 1, "a record of the paused partition");
+            assert!(seen.insert((r.partition, r.offset)), "duplicate");
+        }
+    }
+    c.resume(&c.assignment()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 600 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 600",
+            seen.len()
+        );
+        for r in c.poll(Duration::from_millis(100)).await.unwrap() {
+            assert!(
+                seen.insert((r.partition, r.offset)),
+                "duplicate {}-{}",
+                r.partition,
+                r.offset
+            );
+        }
+    }
+    b.stop().await;
 }

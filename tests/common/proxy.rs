@@ -100,13 +100,14 @@ pub async fn pausable_proxy(
             });
             let mut buf = vec![0u8; 64 << 10];
             loop {
-                while paused.load(Ordering::SeqCst) {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
                 let n = match sr.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+                // Bytes that arrive while paused are held until resumed.
+                while paused.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
                 if cw.write_all(&buf[..n]).await.is_err() {
                     break;
                 }

@@ -609,7 +609,7 @@ pub fn decode_subscription(
 ) -> Result<MemberSubscription> {
     let what = format!("subscription of group member {member_id}");
     let (version, mut body) = split_version(metadata, &what)?;
-    if !subscription_fits(&body, version) {
+    if !subscription_fits(body, version) {
         return Err(Error::Protocol(format!(
             "{what} (version {version}) is malformed: a length or count runs past its end"
         )));
@@ -671,7 +671,7 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Vec<TopicPartition>> {
     }
     let what = "consumer group assignment";
     let (version, mut body) = split_version(bytes, what)?;
-    if !assignment_fits(&body) {
+    if !assignment_fits(body) {
         return Err(Error::Protocol(format!(
             "{what} (version {version}) is malformed: a length or count runs past its end"
         )));

@@ -55,7 +55,7 @@ pub fn record_size_bound(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[He
 /// Bytes `put_varlong` writes for `v` (zig-zag varint).
 fn varlong_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
-    ((64 - (z | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_bytes(out: &mut Vec<u8>, v: Option<&[u8]>) {
@@ -154,11 +154,13 @@ impl OpenBatch {
     }
 }
 
-/// Rewrites the base sequence of an encoded batch (and its CRC).
-pub fn restamp_sequence(batch: &Bytes, base_sequence: i32) -> Bytes {
+/// Rewrites the producer id, epoch and base sequence of an encoded batch (and its CRC).
+pub fn restamp(batch: &Bytes, stamp: ProducerStamp) -> Bytes {
     let mut out = batch.to_vec();
     if out.len() >= HEADER_SIZE {
-        out[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        out[43..51].copy_from_slice(&stamp.id.to_be_bytes());
+        out[51..53].copy_from_slice(&stamp.epoch.to_be_bytes());
+        out[53..57].copy_from_slice(&stamp.base_sequence.to_be_bytes());
         let crc = crc32c::crc32c(&out[21..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
     }
@@ -280,9 +282,19 @@ mod tests {
             assert_eq!(recs[0].timestamp, 999);
             assert_eq!(recs[0].headers[0].key, "h");
             assert_eq!(recs[1].value, None);
-            let restamped = restamp_sequence(&bytes, 90);
+            let restamped = restamp(
+                &bytes,
+                ProducerStamp {
+                    id: 8,
+                    epoch: 2,
+                    base_sequence: 90,
+                },
+            );
             let h = strom_log::BatchHeader::parse(&restamped).unwrap();
-            assert_eq!((h.producer_id, h.base_sequence), (7, 90));
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (8, 2, 90)
+            );
             strom_log::batch::validate_one(&restamped, 0, strom_log::Origin::Client).unwrap();
         }
     }

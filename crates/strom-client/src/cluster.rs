@@ -110,10 +110,17 @@ impl Cluster {
 
     /// A connection to `addr`, reusing a live one; reconnects with exponential backoff.
     pub async fn connect(&self, addr: &str) -> Result<Arc<Connection>> {
+        self.connect_slot(addr, addr).await
+    }
+
+    /// A connection to `addr` kept under `key`: the group coordinator gets its own, as in
+    /// Kafka's clients, because brokers answer one request per connection at a time and a
+    /// JoinGroup may be held for minutes.
+    async fn connect_slot(&self, key: &str, addr: &str) -> Result<Arc<Connection>> {
         let slot = self
             .slots
             .lock()
-            .entry(addr.to_string())
+            .entry(key.to_string())
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
@@ -393,7 +400,12 @@ impl Cluster {
                 (resp.error_code, resp.host.to_string(), resp.port)
             };
             match ResponseError::try_from_code(code) {
-                None => return self.connect(&format!("{host}:{port}")).await,
+                None => {
+                    let addr = format!("{host}:{port}");
+                    return self
+                        .connect_slot(&format!("coordinator {addr}"), &addr)
+                        .await;
+                }
                 Some(e) if e.is_retriable() && attempt < 20 => {
                     attempt += 1;
                     tokio::time::sleep(self.config.retry_backoff).await;

@@ -32,7 +32,7 @@ use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use crate::batch::{record_size_bound, restamp_sequence, OpenBatch, ProducerStamp};
+use crate::batch::{record_size_bound, restamp, OpenBatch, ProducerStamp};
 use crate::cluster::Cluster;
 use crate::config::{Acks, ProducerConfig};
 use crate::error::{Error, Result};
@@ -136,6 +136,8 @@ struct Sealed {
     created: Instant,
     base_sequence: i32,
     retry_at: Option<Instant>,
+    /// Whether it ever left for a broker (if so, a failure may hide a write that happened).
+    sent: bool,
 }
 
 struct Filling {
@@ -190,6 +192,16 @@ impl std::fmt::Debug for Producer {
         f.debug_struct("Producer")
             .field("config", &self.inner.config)
             .finish()
+    }
+}
+
+/// The later of two sequence numbers, allowing for the wrap at `i32::MAX`.
+fn sequence_max(a: i32, b: i32) -> i32 {
+    let ahead = (b as i64 - a as i64).rem_euclid(i32::MAX as i64 + 1);
+    if ahead < (1 << 30) {
+        b
+    } else {
+        a
     }
 }
 
@@ -314,7 +326,12 @@ impl Producer {
                 return Err(Error::Closed);
             }
             let acc = &mut *acc;
-            let q = acc.parts.entry(tp.clone()).or_default();
+            if !acc.parts.contains_key(&tp) {
+                acc.parts.insert(tp.clone(), PartQueue::default());
+            }
+            let Some(q) = acc.parts.get_mut(&tp) else {
+                return Err(Error::Internal("partition queue vanished".into()));
+            };
             if let Some(f) = &q.filling {
                 if f.batch.count() > 0 && f.batch.size() + size > cfg.batch_size {
                     seal(q, &tp, inner.stamp.lock().base_sequence >= 0);
@@ -419,6 +436,7 @@ fn seal(q: &mut PartQueue, tp: &TopicPartition, idempotent: bool) {
             created: f.created,
             base_sequence,
             retry_at: None,
+            sent: false,
         });
     }
 }
@@ -438,6 +456,8 @@ struct Sender {
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
     refreshing: Arc<std::sync::atomic::AtomicBool>,
+    /// The producer epoch must be bumped before anything else is sent.
+    bump_needed: bool,
 }
 
 impl Sender {
@@ -450,11 +470,15 @@ impl Sender {
             done_tx,
             done_rx,
             refreshing: Arc::default(),
+            bump_needed: false,
         }
     }
 
     async fn run(mut self) {
         loop {
+            if self.bump_needed && self.in_flight.values().all(|n| *n == 0) {
+                self.bump_epoch().await;
+            }
             let (next_deadline, finished) = self.dispatch();
             if finished {
                 return;
@@ -502,12 +526,18 @@ impl Sender {
         let inner = self.inner.clone();
         let cfg = &inner.config;
         let now = Instant::now();
-        let idempotent = inner.stamp.lock().base_sequence >= 0;
+        let stamp = *inner.stamp.lock();
+        let idempotent = stamp.base_sequence >= 0;
         let mut next: Option<Instant> = None;
         let mut soonest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        let mut by_broker: BTreeMap<i32, Vec<Sealed>> = BTreeMap::new();
+        // Per broker, the requests to send now; a partition has at most one batch per request.
+        let mut by_broker: BTreeMap<i32, Vec<Vec<Sealed>>> = BTreeMap::new();
+        let mut free: HashMap<i32, usize> = HashMap::new();
         let mut expired: Vec<Sealed> = Vec::new();
         let mut need_metadata = inner.cluster.stale();
+        // While the producer epoch is being bumped nothing is sent (the new epoch restarts
+        // every partition's sequences).
+        let sending = !self.bump_needed;
         let finished;
         {
             let mut acc = inner.acc.lock();
@@ -531,7 +561,13 @@ impl Sender {
                 {
                     if let Some(b) = q.ready.pop_front() {
                         if idempotent {
-                            q.renumber = true;
+                            if b.sent {
+                                // It may have been written: only a new epoch makes the
+                                // sequences after it safe.
+                                self.bump_needed = true;
+                            } else {
+                                q.renumber = true;
+                            }
                         }
                         expired.push(b);
                     }
@@ -539,7 +575,7 @@ impl Sender {
                 if let Some(b) = q.ready.front() {
                     soonest(b.created + cfg.delivery_timeout);
                 }
-                if (q.hold || q.renumber) && q.in_flight > 0 {
+                if !sending || ((q.hold || q.renumber) && q.in_flight > 0) {
                     continue;
                 }
                 if q.renumber {
@@ -547,7 +583,13 @@ impl Sender {
                     for b in q.ready.iter_mut() {
                         b.base_sequence = seq;
                         if let Some(e) = &b.encoded {
-                            b.encoded = Some(restamp_sequence(e, seq));
+                            b.encoded = Some(restamp(
+                                e,
+                                ProducerStamp {
+                                    base_sequence: seq,
+                                    ..stamp
+                                },
+                            ));
                         }
                         seq = sequence_add(seq, b.open.count());
                     }
@@ -567,7 +609,13 @@ impl Sender {
                 } else {
                     usize::MAX
                 };
-                while q.in_flight < limit {
+                let slots = *free.entry(leader).or_insert_with(|| {
+                    cfg.max_in_flight
+                        .saturating_sub(*self.in_flight.get(&leader).unwrap_or(&0))
+                });
+                let requests = by_broker.entry(leader).or_default();
+                let mut k = 0;
+                while q.in_flight < limit && k < slots {
                     let Some(b) = q.ready.front() else { break };
                     if let Some(at) = b.retry_at {
                         if at > now {
@@ -575,17 +623,14 @@ impl Sender {
                             break;
                         }
                     }
-                    let broker_busy =
-                        *self.in_flight.get(&leader).unwrap_or(&0) >= cfg.max_in_flight;
-                    let already = by_broker
-                        .get(&leader)
-                        .is_some_and(|v| v.iter().any(|x| &x.tp == tp));
-                    if broker_busy || already {
-                        break;
-                    }
-                    if let Some(b) = q.ready.pop_front() {
+                    if let Some(mut b) = q.ready.pop_front() {
+                        b.sent = true;
                         q.in_flight += 1;
-                        by_broker.entry(leader).or_default().push(b);
+                        if requests.len() <= k {
+                            requests.push(Vec::new());
+                        }
+                        requests[k].push(b);
+                        k += 1;
                     }
                 }
             }
@@ -601,40 +646,95 @@ impl Sender {
             };
             self.finish(b, Err(err));
         }
-        for (broker, batches) in by_broker {
-            // Split into requests of at most max.request.size (estimated before compression).
-            let mut request: Vec<Sealed> = Vec::new();
-            let mut size = 0usize;
-            let mut requests = Vec::new();
-            for b in batches {
-                let s = b.open.size();
-                if !request.is_empty() && size + s > cfg.max_request_size {
-                    requests.push(std::mem::take(&mut request));
-                    size = 0;
+        for (broker, rounds) in by_broker {
+            for batches in rounds {
+                // Split into requests of at most max.request.size (estimated before compression).
+                let mut request: Vec<Sealed> = Vec::new();
+                let mut size = 0usize;
+                let mut requests = Vec::new();
+                for b in batches {
+                    let s = b.open.size();
+                    if !request.is_empty() && size + s > cfg.max_request_size {
+                        requests.push(std::mem::take(&mut request));
+                        size = 0;
+                    }
+                    size += s;
+                    request.push(b);
                 }
-                size += s;
-                request.push(b);
-            }
-            if !request.is_empty() {
-                requests.push(request);
-            }
-            for r in requests {
-                *self.in_flight.entry(broker).or_default() += 1;
-                let lane = self.lanes.entry(broker).or_insert_with(|| {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(lane(self.inner.clone(), broker, rx, self.done_tx.clone()));
-                    tx
-                });
-                if let Err(mpsc::error::SendError(r)) = lane.send(r) {
-                    let _ = self.done_tx.send(Completion {
-                        broker,
-                        batches: r,
-                        result: Err(Error::Closed),
-                    });
+                if !request.is_empty() {
+                    requests.push(request);
+                }
+                for r in requests {
+                    self.send_request(broker, r);
                 }
             }
         }
         (next, finished)
+    }
+
+    fn send_request(&mut self, broker: i32, r: Vec<Sealed>) {
+        *self.in_flight.entry(broker).or_default() += 1;
+        let lane = self.lanes.entry(broker).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(lane(self.inner.clone(), broker, rx, self.done_tx.clone()));
+            tx
+        });
+        if let Err(mpsc::error::SendError(r)) = lane.send(r) {
+            let _ = self.done_tx.send(Completion {
+                broker,
+                batches: r,
+                result: Err(Error::Closed),
+            });
+        }
+    }
+
+    /// Gets a new epoch for the producer id (KIP-360) once nothing is in flight, and restarts
+    /// every partition's sequences at 0 under it. Needed when a batch that may have been written
+    /// failed, or the broker lost track of this producer.
+    async fn bump_epoch(&mut self) {
+        let old = *self.inner.stamp.lock();
+        let result = async {
+            let conn = self.inner.cluster.any().await?;
+            let version = conn.version::<InitProducerIdRequest>(0..=4)?;
+            let mut req = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000);
+            if version >= 3 {
+                req = req
+                    .with_producer_id(ProducerId(old.id))
+                    .with_producer_epoch(old.epoch);
+            }
+            let r = conn.send_raw(&req, version).await?;
+            crate::error::check(r.error_code, || "InitProducerId (epoch bump)".into())?;
+            Ok::<_, Error>((r.producer_id.0, r.producer_epoch))
+        }
+        .await;
+        match result {
+            Ok((id, epoch)) => {
+                tracing::info!(
+                    producer_id = id,
+                    epoch,
+                    "producer epoch bumped; sequences restart at 0"
+                );
+                *self.inner.stamp.lock() = ProducerStamp {
+                    id,
+                    epoch,
+                    base_sequence: 0,
+                };
+                let mut acc = self.inner.acc.lock();
+                for q in acc.parts.values_mut() {
+                    q.acked_sequence = 0;
+                    q.next_sequence = 0;
+                    q.renumber = true;
+                    q.hold = false;
+                }
+                self.bump_needed = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bumping the producer epoch failed; retrying");
+                tokio::time::sleep(self.inner.config.client.retry_backoff).await;
+            }
+        }
     }
 
     /// Completes (or fails) a batch's records and returns its buffer memory.
@@ -724,42 +824,43 @@ impl Sender {
             match outcome {
                 Ok(offsets) => {
                     if b.base_sequence >= 0 {
-                        q.acked_sequence = sequence_add(b.base_sequence, b.open.count());
+                        q.acked_sequence = sequence_max(
+                            q.acked_sequence,
+                            sequence_add(b.base_sequence, b.open.count()),
+                        );
                     }
                     drop(acc);
                     self.finish(b, Ok(offsets));
                 }
-                Err(e)
-                    if e.code() == Some(ResponseError::UnknownProducerId)
-                        && b.base_sequence >= 0
-                        && b.created + cfg.delivery_timeout > Instant::now() =>
-                {
-                    // The broker lost this producer's state for the partition (the topic was
-                    // recreated, or retention removed every batch of ours): start its
-                    // sequences again at 0 once nothing is in flight.
-                    tracing::info!(partition = %b.tp, "broker has no state for this producer; resetting sequences");
-                    q.acked_sequence = 0;
-                    q.renumber = true;
-                    refresh = true;
-                    drop(acc);
-                    retry_later.push(b);
-                }
                 Err(e) => {
-                    let out_of_order = e.code() == Some(ResponseError::OutOfOrderSequenceNumber);
-                    // Out-of-order means an earlier batch of this partition failed and is being
-                    // retried (or renumbered); this one follows it.
-                    let retriable = e.is_retriable()
-                        || (out_of_order
-                            && (q.hold || q.renumber || q.in_flight > 0 || !q.ready.is_empty()));
+                    let idempotent = b.base_sequence >= 0;
+                    let code = e.code();
                     let expired = b.created + cfg.delivery_timeout <= Instant::now();
+                    // The first unacknowledged batch refused as out of order, or a broker that
+                    // no longer knows this producer (topic recreated, state expired): the
+                    // broker's sequence state for us is gone, and only a new epoch restarts it.
+                    // The batch was not written, so it is sent again under the new epoch.
+                    let lost_state = idempotent
+                        && (code == Some(ResponseError::UnknownProducerId)
+                            || (code == Some(ResponseError::OutOfOrderSequenceNumber)
+                                && b.base_sequence == q.acked_sequence));
+                    // Out of order behind an earlier batch that failed: it follows that one.
+                    let behind =
+                        code == Some(ResponseError::OutOfOrderSequenceNumber) && !lost_state;
+                    let retriable = e.is_retriable() || behind || lost_state;
                     if retriable && !expired {
+                        if lost_state {
+                            tracing::info!(partition = %b.tp, error = %e, "the broker lost this producer's sequence state; bumping the epoch");
+                            self.bump_needed = true;
+                        }
                         if matches!(
-                            e.code(),
+                            code,
                             Some(
                                 ResponseError::NotLeaderOrFollower
                                     | ResponseError::UnknownTopicOrPartition
                                     | ResponseError::LeaderNotAvailable
                                     | ResponseError::FencedLeaderEpoch
+                                    | ResponseError::UnknownProducerId
                             )
                         ) || matches!(
                             e,
@@ -769,15 +870,26 @@ impl Sender {
                         ) {
                             refresh = true;
                         }
-                        if b.base_sequence >= 0 {
+                        if idempotent {
                             q.hold = true;
                         }
                         tracing::debug!(partition = %b.tp, error = %e, "retrying batch");
                         drop(acc);
                         retry_later.push(b);
                     } else {
-                        if b.base_sequence >= 0 {
-                            q.renumber = true;
+                        if idempotent {
+                            // A definite refusal leaves the broker's sequence where it was, and
+                            // the batches behind this one are renumbered to close the gap; an
+                            // unknown outcome (timed out, connection lost) may hide a write,
+                            // which only a new epoch makes safe to renumber past.
+                            let unknown =
+                                matches!(e, Error::Disconnected(_) | Error::Timeout { .. })
+                                    || code.is_some_and(|c| c.is_retriable());
+                            if unknown {
+                                self.bump_needed = true;
+                            } else {
+                                q.renumber = true;
+                            }
                         }
                         drop(acc);
                         self.finish(b, Err(e));
@@ -915,6 +1027,10 @@ mod tests {
         assert_eq!(sequence_add(5, 3), 8);
         assert_eq!(sequence_add(i32::MAX, 1), 0);
         assert_eq!(sequence_add(i32::MAX - 1, 5), 3);
+        assert_eq!(sequence_max(5, 9), 9);
+        assert_eq!(sequence_max(9, 5), 9);
+        assert_eq!(sequence_max(i32::MAX - 2, 3), 3, "3 is after the wrap");
+        assert_eq!(sequence_max(3, i32::MAX - 2), 3);
     }
 
     #[test]

@@ -50,12 +50,19 @@ pub(crate) struct PartState {
     pub retry_at: Option<Instant>,
 }
 
+/// A fresh seek epoch, never reused (not even by a partition assigned again later), so a fetch
+/// answered after a reassignment can never pass for a current one.
+pub(crate) fn next_epoch() -> u64 {
+    static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl PartState {
     pub fn new(lookup: Lookup) -> Self {
         PartState {
             position: None,
             fetch_offset: 0,
-            epoch: 0,
+            epoch: next_epoch(),
             paused: false,
             lookup: Some(lookup),
             in_flight: false,
@@ -68,7 +75,7 @@ impl PartState {
     pub fn seek(&mut self, offset: i64) {
         self.position = Some(offset);
         self.fetch_offset = offset;
-        self.epoch += 1;
+        self.epoch = next_epoch();
         self.lookup = None;
         self.buffered = 0;
     }
@@ -102,9 +109,19 @@ pub(crate) struct Shared {
     pub data: Notify,
 }
 
+/// One partition of a fetch response, decoded off the shared lock.
+struct Fetched {
+    tp: TopicPartition,
+    error: i16,
+    high_watermark: i64,
+    /// Records at or above the fetch offset and the offset after the last whole batch.
+    decoded: Result<(Vec<ConsumerRecord>, Option<i64>)>,
+    bytes: usize,
+}
+
 struct Done {
     broker: i32,
-    result: Result<FetchResponse>,
+    result: Result<Vec<Fetched>>,
     epochs: HashMap<TopicPartition, (u64, i64)>,
 }
 
@@ -147,7 +164,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
                 let leader = shared.cluster.leader(&tp.topic, tp.partition);
                 if leader < 0 {
+                    // Look again after a backoff: an election may be under way.
                     need_metadata = true;
+                    let at = now + shared.config.client.retry_backoff;
+                    p.retry_at = Some(at);
+                    next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
                     continue;
                 }
                 if busy.contains(&leader) {
@@ -183,11 +204,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             let s = shared.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let epochs = parts
+                let epochs: HashMap<TopicPartition, (u64, i64)> = parts
                     .iter()
                     .map(|(tp, off, e)| (tp.clone(), (*e, *off)))
                     .collect();
-                let result = fetch(&s, broker, &parts).await;
+                // Decompress and decode here, off the lock `poll` needs.
+                let result = fetch(&s, broker, &parts).await.map(|r| decode(r, &epochs));
                 let _ = tx.send(Done {
                     broker,
                     result,
@@ -253,6 +275,33 @@ async fn fetch(
     conn.send_raw(&req, version).await
 }
 
+fn decode(resp: FetchResponse, epochs: &HashMap<TopicPartition, (u64, i64)>) -> Vec<Fetched> {
+    let mut out = Vec::new();
+    for t in resp.responses {
+        let topic = t.topic.0.to_string();
+        for pd in t.partitions {
+            let tp = TopicPartition::new(topic.clone(), pd.partition_index);
+            let Some(&(_, offset)) = epochs.get(&tp) else {
+                continue;
+            };
+            let data = pd.records.unwrap_or_default();
+            let decoded = if pd.error_code == 0 {
+                decode_fetched(&topic, tp.partition, &data, offset)
+            } else {
+                Ok((Vec::new(), None))
+            };
+            out.push(Fetched {
+                tp,
+                error: pd.error_code,
+                high_watermark: pd.high_watermark,
+                decoded,
+                bytes: data.len(),
+            });
+        }
+    }
+    out
+}
+
 fn handle(shared: &Shared, done: Done) {
     let mut refresh = false;
     let mut st = shared.state.lock();
@@ -285,78 +334,79 @@ fn handle(shared: &Shared, done: Done) {
     }
     let mut arrived = false;
     let guard = &mut *st;
-    for t in resp.responses {
-        let topic = t.topic.0.to_string();
-        for pd in t.partitions {
-            let tp = TopicPartition::new(topic.clone(), pd.partition_index);
-            let Some(&(epoch, offset)) = done.epochs.get(&tp) else {
-                continue;
-            };
-            let reset_policy = shared.config.auto_offset_reset;
-            let Some(p) = guard.parts.get_mut(&tp) else {
-                continue; // no longer assigned
-            };
-            if p.epoch != epoch {
-                continue; // sought elsewhere meanwhile
-            }
-            match ResponseError::try_from_code(pd.error_code) {
-                None => {
-                    p.high_watermark = pd.high_watermark;
-                    let Some(data) = pd.records else { continue };
-                    match decode_fetched(&topic, tp.partition, &data, offset) {
-                        Ok((records, next)) => {
-                            if let Some(next) = next {
-                                p.fetch_offset = next.max(p.fetch_offset);
-                            } else if !data.is_empty() {
-                                // One batch larger than max.partition.fetch.bytes: Kafka sends it
-                                // whole from v3 on, so this is a broken broker.
-                                guard.error = Some(Error::Protocol(format!(
-                                    "{tp}: fetch returned only a partial batch at offset {offset}"
-                                )));
-                                arrived = true;
-                                continue;
+    for f in resp {
+        let tp = f.tp;
+        let Some(&(epoch, offset)) = done.epochs.get(&tp) else {
+            continue;
+        };
+        let reset_policy = shared.config.auto_offset_reset;
+        let Some(p) = guard.parts.get_mut(&tp) else {
+            continue; // no longer assigned
+        };
+        if p.epoch != epoch {
+            continue; // sought elsewhere meanwhile
+        }
+        match ResponseError::try_from_code(f.error) {
+            None => {
+                p.high_watermark = f.high_watermark;
+                match f.decoded {
+                    Ok((records, next)) => {
+                        if let Some(next) = next {
+                            p.fetch_offset = next.max(p.fetch_offset);
+                            if records.is_empty() && p.position == Some(offset) {
+                                // Only control batches (transaction markers): move past them.
+                                p.position = Some(p.fetch_offset);
                             }
-                            if !records.is_empty() {
-                                let bytes = data.len();
-                                p.buffered += bytes;
-                                guard.chunks.push_back(Chunk {
-                                    tp,
-                                    epoch,
-                                    records: records.into(),
-                                    bytes,
-                                });
-                                arrived = true;
-                            }
-                        }
-                        Err(e) => {
-                            guard.error = Some(e);
+                        } else if f.bytes > 0 {
+                            // One batch larger than max.partition.fetch.bytes: Kafka sends it
+                            // whole from v3 on, so this is a broken broker.
+                            guard.error = Some(Error::Protocol(format!(
+                                "{tp}: fetch returned only a partial batch at offset {offset}"
+                            )));
                             p.retry_at = Some(retry_at);
+                            arrived = true;
+                            continue;
+                        }
+                        if !records.is_empty() {
+                            p.buffered += f.bytes;
+                            guard.chunks.push_back(Chunk {
+                                tp,
+                                epoch,
+                                records: records.into(),
+                                bytes: f.bytes,
+                            });
                             arrived = true;
                         }
                     }
-                }
-                Some(ResponseError::OffsetOutOfRange) => {
-                    if reset_policy == OffsetReset::None {
-                        guard.error = Some(Error::broker(
-                            format!("fetch {tp} at offset {offset}"),
-                            ResponseError::OffsetOutOfRange,
-                            Some("auto.offset.reset=none".into()),
-                        ));
+                    Err(e) => {
+                        guard.error = Some(e);
+                        p.retry_at = Some(retry_at);
                         arrived = true;
-                    } else {
-                        tracing::info!(partition = %tp, offset, "offset out of range; resetting by auto.offset.reset");
-                        p.lookup = Some(Lookup::Reset(reset_policy));
                     }
                 }
-                Some(e) if e.is_retriable() => {
-                    p.retry_at = Some(retry_at);
-                    refresh = true;
-                }
-                Some(e) => {
-                    guard.error = Some(Error::broker(format!("fetch {tp}"), e, None));
+            }
+            Some(ResponseError::OffsetOutOfRange) => {
+                if reset_policy == OffsetReset::None {
+                    guard.error = Some(Error::broker(
+                        format!("fetch {tp} at offset {offset}"),
+                        ResponseError::OffsetOutOfRange,
+                        Some("auto.offset.reset=none; seek to a valid offset".into()),
+                    ));
                     p.retry_at = Some(Instant::now() + Duration::from_secs(1));
                     arrived = true;
+                } else {
+                    tracing::info!(partition = %tp, offset, "offset out of range; resetting by auto.offset.reset");
+                    p.lookup = Some(Lookup::Reset(reset_policy));
                 }
+            }
+            Some(e) if e.is_retriable() => {
+                p.retry_at = Some(retry_at);
+                refresh = true;
+            }
+            Some(e) => {
+                guard.error = Some(Error::broker(format!("fetch {tp}"), e, None));
+                p.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                arrived = true;
             }
         }
     }

@@ -54,6 +54,8 @@ pub(crate) struct Membership {
     pub assignors: Vec<Box<dyn Assignor>>,
     /// Offsets the coordinator acknowledged, per partition.
     pub acked: Mutex<HashMap<TopicPartition, i64>>,
+    /// When the application last called poll (ms since the epoch).
+    pub last_poll: std::sync::atomic::AtomicI64,
     /// Commits go through one queue so an older commit never lands after a newer one.
     commits: Mutex<Option<tokio::sync::mpsc::UnboundedSender<CommitJob>>>,
 }
@@ -66,6 +68,8 @@ type CommitJob = (
 /// What a finished join + sync produced.
 pub(crate) struct Joined {
     pub assignment: Vec<TopicPartition>,
+    /// The heartbeat task, started as soon as SyncGroup answered.
+    pub heartbeat: tokio::task::AbortHandle,
 }
 
 impl Membership {
@@ -97,6 +101,7 @@ impl Membership {
             rejoin: AtomicBool::new(true),
             assignors,
             acked: Mutex::new(HashMap::new()),
+            last_poll: std::sync::atomic::AtomicI64::new(super::now_millis()),
             commits: Mutex::new(None),
         })
     }
@@ -145,7 +150,11 @@ impl Membership {
     }
 
     /// Joins (or rejoins) the group and syncs; returns this member's assignment.
-    pub async fn join(&self, topics: &[String], owned: &[TopicPartition]) -> Result<Joined> {
+    pub async fn join(
+        &self,
+        topics: &[String],
+        owned: &[TopicPartition],
+    ) -> Result<Vec<TopicPartition>> {
         let cfg = &self.config;
         loop {
             let conn = match self.coordinator().await {
@@ -312,9 +321,7 @@ impl Membership {
                 }
             }
             self.rejoin.store(false, Ordering::Release);
-            return Ok(Joined {
-                assignment: assignor::decode_assignment(&sresp.assignment)?,
-            });
+            return assignor::decode_assignment(&sresp.assignment);
         }
     }
 
@@ -534,14 +541,23 @@ impl Membership {
                             .collect()
                     }))
             };
+            // Offsets of a transaction still committing are withheld, not stale (KIP-447).
+            let req = req.with_require_stable(
+                version >= 7
+                    && self.config.isolation_level == crate::types::IsolationLevel::ReadCommitted,
+            );
             let resp = conn.send_raw(&req, version).await?;
             let mut out = HashMap::new();
             let mut code = resp.error_code;
+            let mut partition_error = None;
             if version >= 8 {
                 for g in resp.groups {
                     code = g.error_code;
                     for t in g.topics {
                         for p in t.partitions {
+                            if p.error_code != 0 {
+                                partition_error.get_or_insert(p.error_code);
+                            }
                             out.insert(
                                 TopicPartition::new(t.name.0.to_string(), p.partition_index),
                                 p.committed_offset,
@@ -552,6 +568,9 @@ impl Membership {
             } else {
                 for t in resp.topics {
                     for p in t.partitions {
+                        if p.error_code != 0 {
+                            partition_error.get_or_insert(p.error_code);
+                        }
                         out.insert(
                             TopicPartition::new(t.name.0.to_string(), p.partition_index),
                             p.committed_offset,
@@ -559,9 +578,17 @@ impl Membership {
                     }
                 }
             }
+            if code == 0 {
+                code = partition_error.unwrap_or(0);
+            }
             match ResponseError::try_from_code(code) {
                 None => return Ok(out),
                 Some(e) if self.retry_on(e).await => continue,
+                Some(ResponseError::UnstableOffsetCommit) => {
+                    // A transaction is committing offsets: ask again shortly.
+                    tokio::time::sleep(self.config.client.retry_backoff).await;
+                    continue;
+                }
                 Some(e) => {
                     return Err(Error::broker(
                         format!("fetch committed offsets of group {}", self.group),
@@ -607,10 +634,29 @@ pub(crate) async fn heartbeat_loop(m: Arc<Membership>, shared: Arc<super::fetche
     let interval = m.config.heartbeat_interval.max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(interval).await;
-        if m.rejoin.load(Ordering::Acquire) {
+        // An application that stops polling must not keep its partitions (max.poll.interval.ms):
+        // leave so the group can hand them to a live member; the next poll rejoins.
+        let idle = Duration::from_millis(
+            (super::now_millis() - m.last_poll.load(Ordering::Acquire)).max(0) as u64,
+        );
+        if idle > m.config.max_poll_interval {
+            tracing::warn!(
+                group = %m.group,
+                "poll() not called for {idle:?} (max.poll.interval.ms); leaving the group"
+            );
+            if let Err(e) = m.leave().await {
+                tracing::debug!(group = %m.group, error = %e, "leaving the group failed");
+            }
+            {
+                let mut i = m.identity.lock();
+                i.generation = -1;
+            }
+            m.rejoin.store(true, Ordering::Release);
             shared.data.notify_waiters();
-            continue;
+            return;
         }
+        // Keep heartbeating while a rejoin is pending: until poll() starts the JoinGroup, the
+        // session must not expire.
         if let Err(e) = m.heartbeat().await {
             tracing::debug!(group = %m.group, error = %e, "heartbeat failed");
         }

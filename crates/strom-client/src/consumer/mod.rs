@@ -238,7 +238,10 @@ impl Consumer {
 
     /// Moves a partition's position to `offset`.
     pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
-        self.with_part(tp, |p| p.seek(offset))
+        self.with_part(tp, |p| {
+            p.seek(offset);
+            true
+        })
     }
 
     /// Moves to the oldest stored record of each partition.
@@ -266,18 +269,29 @@ impl Consumer {
         Ok(())
     }
 
-    fn with_part(&mut self, tp: &TopicPartition, f: impl FnOnce(&mut PartState)) -> Result<()> {
-        {
+    /// Changes one partition's fetch state; `f` returns whether data already fetched for it must
+    /// be dropped (every seek does; a pause or resume keeps it).
+    fn with_part(
+        &mut self,
+        tp: &TopicPartition,
+        f: impl FnOnce(&mut PartState) -> bool,
+    ) -> Result<()> {
+        let dropped = {
             let mut st = self.shared.state.lock();
             let p = st
                 .parts
                 .get_mut(tp)
                 .ok_or_else(|| Error::Usage(format!("{tp} is not assigned to this consumer")))?;
-            f(p);
-            st.chunks.retain(|c| &c.tp != tp);
+            let drop_buffered = f(p);
+            if drop_buffered {
+                st.chunks.retain(|c| &c.tp != tp);
+            }
+            drop_buffered
+        };
+        if dropped {
+            self.ready
+                .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition));
         }
-        self.ready
-            .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition));
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -310,25 +324,34 @@ impl Consumer {
             .filter(|h| *h >= 0)
     }
 
-    /// Stops fetching from these partitions until [`Consumer::resume`].
+    /// Stops fetching from these partitions until [`Consumer::resume`]; `poll` returns none of
+    /// their records meanwhile (what was prefetched is kept for later).
     pub fn pause(&mut self, parts: &[TopicPartition]) -> Result<()> {
         for tp in parts {
-            let pos = self.position(tp);
+            // Records already handed to the `recv` buffer go back: seek to the first of them.
+            let first = self
+                .ready
+                .iter()
+                .find(|r| r.topic == tp.topic && r.partition == tp.partition)
+                .map(|r| r.offset);
             self.with_part(tp, |p| {
                 p.paused = true;
-                // Drop what was prefetched; it is fetched again on resume.
-                if let Some(pos) = pos {
-                    p.seek(pos);
+                if let Some(off) = first {
+                    p.seek(off);
                 }
+                first.is_some()
             })?;
         }
         Ok(())
     }
 
-    /// Fetches from these partitions again.
+    /// Fetches from these partitions again (partitions that are not paused are left alone).
     pub fn resume(&mut self, parts: &[TopicPartition]) -> Result<()> {
         for tp in parts {
-            self.with_part(tp, |p| p.paused = false)?;
+            self.with_part(tp, |p| {
+                p.paused = false;
+                false
+            })?;
         }
         Ok(())
     }
@@ -354,6 +377,11 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
+            // Waiting inside poll counts as polling (max.poll.interval.ms is about the time the
+            // application spends between polls).
+            if let Some(g) = &self.group {
+                g.last_poll.store(now_millis(), Ordering::Release);
+            }
             self.group_duties().await?;
             self.drain_chunks();
             if !self.ready.is_empty() {
@@ -401,8 +429,14 @@ impl Consumer {
         })
     }
 
+    /// Whether a chunk `poll` could return is queued (paused partitions' chunks wait).
     fn has_data(&self) -> bool {
-        !self.shared.state.lock().chunks.is_empty()
+        let st = self.shared.state.lock();
+        st.chunks.iter().any(|c| {
+            st.parts
+                .get(&c.tp)
+                .is_some_and(|p| !p.paused && p.epoch == c.epoch)
+        })
     }
 
     fn rejoin_due(&self) -> bool {
@@ -423,6 +457,8 @@ impl Consumer {
         let mut st = self.shared.state.lock();
         let st = &mut *st;
         let mut consumed = false;
+        // Chunks of paused partitions stay queued, in order, for after `resume`.
+        let mut held = Vec::new();
         while self.ready.len() < max {
             let Some(mut chunk) = st.chunks.pop_front() else {
                 break;
@@ -430,7 +466,11 @@ impl Consumer {
             let Some(p) = st.parts.get_mut(&chunk.tp) else {
                 continue;
             };
-            if p.epoch != chunk.epoch || p.paused {
+            if p.epoch != chunk.epoch {
+                continue;
+            }
+            if p.paused {
+                held.push(chunk);
                 continue;
             }
             let pos = p.position.unwrap_or(0);
@@ -449,7 +489,11 @@ impl Consumer {
                 consumed = true;
             } else {
                 st.chunks.push_front(chunk);
+                break;
             }
+        }
+        for chunk in held.into_iter().rev() {
+            st.chunks.push_front(chunk);
         }
         if consumed {
             self.shared.wake.notify_one();
@@ -569,6 +613,11 @@ impl Consumer {
         let shared = self.shared.clone();
         self.joining = Some(tokio::spawn(async move {
             let r = g2.join(&topics, &owned).await;
+            let r = r.map(|assignment| group::Joined {
+                assignment,
+                heartbeat: tokio::spawn(group::heartbeat_loop(g2.clone(), shared.clone()))
+                    .abort_handle(),
+            });
             shared.data.notify_waiters();
             r
         }));
@@ -580,7 +629,8 @@ impl Consumer {
         let old: BTreeSet<TopicPartition> = self.owned.iter().cloned().collect();
         let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
         let added: Vec<TopicPartition> = new.difference(&old).cloned().collect();
-        self.start_heartbeat(g);
+        self.stop_heartbeat();
+        self.heartbeat = Some(joined.heartbeat);
         if !revoked.is_empty() {
             self.revoke(&revoked).await;
             // Cooperative: give them up now and rejoin so the group can hand them on.
@@ -613,12 +663,6 @@ impl Consumer {
                 }
             }
         }
-    }
-
-    fn start_heartbeat(&mut self, g: &Arc<Membership>) {
-        self.stop_heartbeat();
-        let h = tokio::spawn(group::heartbeat_loop(g.clone(), self.shared.clone()));
-        self.heartbeat = Some(h.abort_handle());
     }
 
     fn stop_heartbeat(&mut self) {
@@ -766,11 +810,16 @@ impl Consumer {
     }
 }
 
-fn relookup(p: &mut PartState, lookup: Lookup) {
+pub(crate) fn now_millis() -> i64 {
+    crate::producer::now_ms()
+}
+
+fn relookup(p: &mut PartState, lookup: Lookup) -> bool {
     p.position = None;
-    p.epoch += 1;
+    p.epoch = fetcher::next_epoch();
     p.buffered = 0;
     p.lookup = Some(lookup);
+    true
 }
 
 impl Drop for Consumer {

@@ -345,11 +345,10 @@ impl Producer {
                 wake = true;
                 Filling {
                     id: acc.next_id,
-                    batch: OpenBatch::new(
-                        timestamp,
-                        cfg.batch_size.min(size.max(1024) * 2).max(size),
-                    ),
-                    replies: Vec::new(),
+                    // Sized for a full batch up front (capped, for huge batch.size settings):
+                    // growing by doubling copied every batch several times.
+                    batch: OpenBatch::new(timestamp, cfg.batch_size.min(256 << 10).max(size)),
+                    replies: Vec::with_capacity((cfg.batch_size / size.max(1)).clamp(1, 1024)),
                     reserved: 0,
                     created: Instant::now(),
                 }

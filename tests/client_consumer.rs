@@ -349,3 +349,49 @@ async fn pause_one_partition_then_resume_all_loses_nothing() {
     }
     b.stop().await;
 }
+
+/// One poll returns records of several topics; `stream()` yields records as an async Stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_topics_in_one_poll_and_as_a_stream() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), |_| {}).await;
+    let admin = Admin::connect(&b.bootstrap()).await.unwrap();
+    admin
+        .create_topics(&[NewTopic::new("ta", 1), NewTopic::new("tb", 1)])
+        .await
+        .unwrap();
+    produce_n(&b.bootstrap(), "ta", 50, Compression::None).await;
+    produce_n(&b.bootstrap(), "tb", 50, Compression::Snappy).await;
+    let mut c = Consumer::new(cfg(&b)).await.unwrap();
+    c.assign(&[TopicPartition::new("ta", 0), TopicPartition::new("tb", 0)])
+        .unwrap();
+    // Wait until both topics' data has been prefetched, then one poll returns both.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.high_watermark(&TopicPartition::new("ta", 0)).is_none()
+        || c.high_watermark(&TopicPartition::new("tb", 0)).is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let batch = c.poll(Duration::from_secs(5)).await.unwrap();
+    let topics: BTreeSet<&str> = batch.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        BTreeSet::from(["ta", "tb"]),
+        "one poll, both topics"
+    );
+    let mut rest = 100 - batch.len();
+    let stream = c.stream();
+    tokio::pin!(stream);
+    while rest > 0 {
+        let r = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(r.topic == "ta" || r.topic == "tb");
+        rest -= 1;
+    }
+    b.stop().await;
+}

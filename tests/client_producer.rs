@@ -39,3 +39,43 @@ async fn produces_in_order_with_every_codec() {
     }
     b.stop().await;
 }
+
+/// With acks=0 nothing is acknowledged, but `close` still waits until the broker has read
+/// everything: a consumer then finds every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_records_are_all_there_after_close() {
+    use strom::client::{Acks, Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), |_| {}).await;
+    let cfg = ProducerConfig::new(&b.bootstrap())
+        .acks(Acks::None)
+        .idempotence(false);
+    let p = Producer::new(cfg).await.unwrap();
+    for i in 0..20_000 {
+        let m = p
+            .send(ProducerRecord::new("fire", format!("{i}")).partition(0))
+            .await
+            .unwrap();
+        if i == 0 {
+            assert_eq!(m.await.unwrap().offset, -1, "acks=0 reports no offset");
+        }
+    }
+    p.close().await.unwrap();
+    let mut c =
+        Consumer::new(ConsumerConfig::new(&b.bootstrap()).offset_reset(OffsetReset::Earliest))
+            .await
+            .unwrap();
+    c.assign(&[TopicPartition::new("fire", 0)]).unwrap();
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while n < 20_000 {
+        assert!(std::time::Instant::now() < deadline, "only {n} records");
+        n += c
+            .poll(std::time::Duration::from_millis(200))
+            .await
+            .unwrap()
+            .len();
+    }
+    assert_eq!(n, 20_000);
+    b.stop().await;
+}

@@ -177,9 +177,26 @@ pub fn decode_fetched(
     data: &Bytes,
     from: i64,
 ) -> Result<(Vec<ConsumerRecord>, Option<i64>)> {
+    decode_fetched_with(topic, partition, data, from, None)
+}
+
+/// As [`decode_fetched`]; with `aborted` (`isolation.level=read_committed`: the fetch response's
+/// aborted transactions as (producer id, first offset)), records of aborted transactions are
+/// dropped too. A producer's transaction counts as aborted from its first offset until the
+/// producer's ABORT marker.
+pub fn decode_fetched_with(
+    topic: &str,
+    partition: i32,
+    data: &Bytes,
+    from: i64,
+    aborted: Option<&[(i64, i64)]>,
+) -> Result<(Vec<ConsumerRecord>, Option<i64>)> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     let mut next = None;
+    let mut pending: Vec<(i64, i64)> = aborted.map(<[_]>::to_vec).unwrap_or_default();
+    pending.sort_by_key(|&(_, first)| std::cmp::Reverse(first));
+    let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
     while data.len() - pos >= HEADER_SIZE {
         let len =
             i32::from_be_bytes([data[pos + 8], data[pos + 9], data[pos + 10], data[pos + 11]]);
@@ -208,7 +225,26 @@ pub fn decode_fetched(
         let (header, records) = strom_log::record::decode_records(batch)
             .map_err(|e| Error::Protocol(format!("{topic}-{partition}: {e}")))?;
         next = Some(header.next_offset());
-        if !header.is_control() {
+        while pending
+            .last()
+            .is_some_and(|&(_, first)| first <= header.last_offset())
+        {
+            if let Some((pid, _)) = pending.pop() {
+                aborting.insert(pid);
+            }
+        }
+        if header.is_control() {
+            // An ABORT marker (control key: version i16, type i16 = 0) ends the aborted span.
+            let is_abort = records
+                .first()
+                .and_then(|r| r.key.as_deref())
+                .is_some_and(|k| k.len() >= 4 && k[2..4] == [0, 0]);
+            if is_abort {
+                aborting.remove(&header.producer_id);
+            }
+        } else if header.is_transactional() && aborting.contains(&header.producer_id) {
+            // Part of an aborted transaction: never delivered under read_committed.
+        } else {
             let log_append = header.attributes & ATTR_LOG_APPEND_TIME != 0;
             for r in records.into_iter().filter(|r| r.offset >= from) {
                 out.push(ConsumerRecord {
@@ -297,6 +333,73 @@ mod tests {
             );
             strom_log::batch::validate_one(&restamped, 0, strom_log::Origin::Client).unwrap();
         }
+    }
+
+    fn txn_batch(pid: i64, control: Option<i16>, value: &str) -> Vec<u8> {
+        let mut b = OpenBatch::new(1, 0);
+        match control {
+            Some(kind) => {
+                let mut key = 0i16.to_be_bytes().to_vec();
+                key.extend_from_slice(&kind.to_be_bytes());
+                b.push(1, Some(&key), Some(&[0, 0, 0, 0, 0, 0]), &[]);
+            }
+            None => b.push(1, None, Some(value.as_bytes()), &[]),
+        }
+        let mut out = b
+            .encode(
+                Compression::None,
+                ProducerStamp {
+                    id: pid,
+                    epoch: 0,
+                    base_sequence: 0,
+                },
+            )
+            .unwrap()
+            .to_vec();
+        // transactional (0x10), control (0x20)
+        let attrs = 0x10 | if control.is_some() { 0x20 } else { 0 };
+        out[21..23].copy_from_slice(&(attrs as i16).to_be_bytes());
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions() {
+        // Offsets: 0 p7 "a1", 1 p8 "c1", 2 p7 ABORT, 3 p8 COMMIT, 4 p7 "a2" (a new transaction).
+        let mut data = Vec::new();
+        for (i, (pid, control, v)) in [
+            (7, None, "a1"),
+            (8, None, "c1"),
+            (7, Some(0), ""),
+            (8, Some(1), ""),
+            (7, None, "a2"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut b = txn_batch(pid, control, v);
+            b[..8].copy_from_slice(&(i as i64).to_be_bytes());
+            data.extend_from_slice(&b);
+        }
+        let data = Bytes::from(data);
+        let values = |aborted: Option<&[(i64, i64)]>| {
+            let (recs, next) = decode_fetched_with("t", 0, &data, 0, aborted).unwrap();
+            assert_eq!(next, Some(5));
+            recs.iter()
+                .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values(None),
+            ["a1", "c1", "a2"],
+            "read_uncommitted sees everything but markers"
+        );
+        assert_eq!(
+            values(Some(&[(7, 0)])),
+            ["c1", "a2"],
+            "the aborted span ends at its marker"
+        );
     }
 
     #[test]

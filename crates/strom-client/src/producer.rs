@@ -399,6 +399,20 @@ impl Producer {
     /// Flushes, then stops the producer. Records sent afterwards fail with [`Error::Closed`].
     pub async fn close(mut self) -> Result<()> {
         let r = self.flush().await;
+        if self.inner.config.acks == Acks::None {
+            // acks=0 requests get no answer; one request that does, on each connection, comes
+            // back only after the broker read everything sent before it.
+            for b in self.inner.cluster.brokers() {
+                if let Ok(conn) = self.inner.cluster.broker(b.id).await {
+                    let _ = conn
+                        .send(
+                            &kafka_protocol::messages::ApiVersionsRequest::default(),
+                            0..=0,
+                        )
+                        .await;
+                }
+            }
+        }
         self.inner.acc.lock().closed = true;
         self.inner.wake.notify_one();
         if let Some(h) = self.sender.take() {

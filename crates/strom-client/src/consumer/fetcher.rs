@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
-use crate::batch::decode_fetched;
+use crate::batch::decode_fetched_with;
 use crate::cluster::Cluster;
 use crate::config::ConsumerConfig;
 use crate::error::{Error, Result};
@@ -209,7 +209,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     .map(|(tp, off, e)| (tp.clone(), (*e, *off)))
                     .collect();
                 // Decompress and decode here, off the lock `poll` needs.
-                let result = fetch(&s, broker, &parts).await.map(|r| decode(r, &epochs));
+                let result = fetch(&s, broker, &parts).await.map(|r| {
+                    decode(
+                        r,
+                        &epochs,
+                        s.config.isolation_level == crate::types::IsolationLevel::ReadCommitted,
+                    )
+                });
                 let _ = tx.send(Done {
                     broker,
                     result,
@@ -275,7 +281,11 @@ async fn fetch(
     conn.send_raw(&req, version).await
 }
 
-fn decode(resp: FetchResponse, epochs: &HashMap<TopicPartition, (u64, i64)>) -> Vec<Fetched> {
+fn decode(
+    resp: FetchResponse,
+    epochs: &HashMap<TopicPartition, (u64, i64)>,
+    read_committed: bool,
+) -> Vec<Fetched> {
     let mut out = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();
@@ -286,7 +296,14 @@ fn decode(resp: FetchResponse, epochs: &HashMap<TopicPartition, (u64, i64)>) -> 
             };
             let data = pd.records.unwrap_or_default();
             let decoded = if pd.error_code == 0 {
-                decode_fetched(&topic, tp.partition, &data, offset)
+                let aborted: Option<Vec<(i64, i64)>> = read_committed.then(|| {
+                    pd.aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.producer_id.0, a.first_offset))
+                        .collect()
+                });
+                decode_fetched_with(&topic, tp.partition, &data, offset, aborted.as_deref())
             } else {
                 Ok((Vec::new(), None))
             };

@@ -20,6 +20,17 @@ fuzz_target!(|data: &[u8]| {
             assert!(next.is_some(), "records without a next offset");
         }
     }
+    // read_committed: an aborted-transaction list taken from the input's last bytes.
+    let aborted: Vec<(i64, i64)> = data
+        .rchunks_exact(2)
+        .take(4)
+        .map(|c| (c[0] as i64 % 4, c[1] as i64 - 8))
+        .collect();
+    if let Ok((records, _)) = batch::decode_fetched_with("t", 0, &bytes, from, Some(&aborted)) {
+        // Filtering only ever removes records.
+        let all = batch::decode_fetched("t", 0, &bytes, from).map(|r| r.0.len()).unwrap_or(0);
+        assert!(records.len() <= all, "read_committed returned more than read_uncommitted");
+    }
     let _ = assignor::decode_subscription("m", None, data);
     if let Ok(parts) = assignor::decode_assignment(data) {
         let again = assignor::encode_assignment(&parts).expect("re-encode");

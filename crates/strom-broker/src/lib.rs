@@ -25,6 +25,7 @@ mod error;
 pub mod group;
 pub mod handlers;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 
 pub use broker::{Broker, Partition, Reply, Role};

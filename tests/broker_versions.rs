@@ -90,6 +90,27 @@ async fn exercise(c: &mut RawClient, api: ApiKey, v: i16) {
             let r = c.call(&req, v).await;
             assert_eq!(r.topics[0].partitions[0].error_code, 0, "v{v}");
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            let req = OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(topic("versions"))
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(i32::MAX),
+                        ]),
+                ]);
+            let r = c.call(&req, v).await;
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(p.error_code, 0, "v{v}");
+            assert!(
+                p.end_offset >= 1,
+                "v{v}: the latest epoch ends at the log end"
+            );
+        }
         ApiKey::Metadata => {
             let req = MetadataRequest::default()
                 .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(

@@ -356,6 +356,9 @@ impl Broker {
             RequestKind::Produce(r) => return self.produce(r, version),
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, version)),
+            RequestKind::OffsetForLeaderEpoch(r) => {
+                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
+            }
             RequestKind::CreateTopics(r) => {
                 ResponseKind::CreateTopics(self.create_topics(r, version))
             }

@@ -7,7 +7,7 @@
 //! | Metadata | [`metadata`] |
 //! | Produce | [`produce`] |
 //! | Fetch | [`fetch`] |
-//! | ListOffsets, DeleteRecords | [`offsets`] |
+//! | ListOffsets, DeleteRecords, OffsetForLeaderEpoch | [`offsets`] |
 //! | CreateTopics, DeleteTopics, CreatePartitions | [`topics`] |
 //! | DescribeConfigs, AlterConfigs, IncrementalAlterConfigs | [`configs`] |
 //! | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete | [`groups`] |

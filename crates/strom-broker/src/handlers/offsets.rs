@@ -6,9 +6,13 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
 use crate::broker::{Broker, Role};
@@ -121,5 +125,59 @@ impl Broker {
             })
             .collect();
         DeleteRecordsResponse::default().with_topics(topics)
+    }
+}
+
+impl Broker {
+    /// OffsetForLeaderEpoch (KIP-101/279/320): for each partition, the largest leader epoch
+    /// `<= leader_epoch` in the log's epoch cache and the offset where that epoch ended. A
+    /// follower truncates there after a leader change; a consumer checks its position with it.
+    pub(crate) fn offset_for_leader_epoch(
+        &self,
+        r: OffsetForLeaderEpochRequest,
+    ) -> OffsetForLeaderEpochResponse {
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.topic.0.to_string();
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let resp = EpochEndOffset::default()
+                            .with_partition(p.partition)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                        let Some(part) = self.partition(&name, p.partition) else {
+                            return resp
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
+                        if part.role != Role::Leader {
+                            return resp.with_error_code(ResponseError::NotLeaderOrFollower.code());
+                        }
+                        // The caller's view of the leadership must be current (KIP-320).
+                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch
+                        {
+                            return resp.with_error_code(ResponseError::FencedLeaderEpoch.code());
+                        }
+                        if p.current_leader_epoch > part.leader_epoch {
+                            return resp.with_error_code(ResponseError::UnknownLeaderEpoch.code());
+                        }
+                        match part.log.end_offset_for_epoch(p.leader_epoch) {
+                            Some((epoch, end)) => {
+                                resp.with_leader_epoch(epoch).with_end_offset(end)
+                            }
+                            // Older than anything the log knows: undefined (-1, -1), no error.
+                            None => resp,
+                        }
+                    })
+                    .collect();
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(t.topic)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetForLeaderEpochResponse::default().with_topics(topics)
     }
 }

@@ -267,11 +267,7 @@ impl LeaderState {
 /// (`(epoch, start offset)`, ascending), that epoch and the offset where it ended (the next
 /// epoch's start, or the log end for the latest). `(-1, -1)` when the leader has no such epoch.
 pub fn end_offset_for_epoch(epochs: &[(i32, i64)], log_end: i64, requested: i32) -> (i32, i64) {
-    let Some(i) = epochs.iter().rposition(|(e, _)| *e <= requested) else {
-        return (-1, -1);
-    };
-    let end = epochs.get(i + 1).map_or(log_end, |(_, start)| *start);
-    (epochs[i].0, end)
+    strom_log::end_offset_for_epoch(epochs, log_end, requested).unwrap_or((-1, -1))
 }
 
 /// The follower's next step after a leader change.

@@ -47,7 +47,8 @@ pub use cleaner::CleanStats;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{Error, Result};
 pub use log::{
-    now_ms, AppendInfo, AppendOptions, LogRead, PartitionLog, ReadLimit, RecoveryReport,
+    end_offset_for_epoch, now_ms, AppendInfo, AppendOptions, LogRead, PartitionLog, ReadLimit,
+    RecoveryReport,
 };
 pub use manager::{validate_topic_name, LogManager, MaintenanceStats, TopicMeta};
 pub use record::{BatchBuilder, Compression, Header, Record};

@@ -822,14 +822,7 @@ impl PartitionLog {
     /// (the start of the next epoch, or the log end for the latest one).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         let epochs = self.state.lock().epochs.clone();
-        let i = epochs.partition_point(|&(e, _)| e <= epoch);
-        if i == 0 {
-            return None;
-        }
-        let end = epochs
-            .get(i)
-            .map_or(self.log_end_offset(), |&(_, start)| start);
-        Some((epochs[i - 1].0, end))
+        end_offset_for_epoch(&epochs, self.log_end_offset(), epoch)
     }
 
     /// Removes every record at or after `offset` (a follower discarding what the leader does not
@@ -997,4 +990,20 @@ impl Drop for PartitionLog {
             let _ = h.join();
         }
     }
+}
+
+/// In an epoch cache (`(epoch, start offset)`, ascending) of a log ending at `log_end`: the
+/// largest epoch `<= requested` and the offset where it ended (the next epoch's start, or the
+/// log end for the latest), or `None` when every epoch is newer.
+pub fn end_offset_for_epoch(
+    epochs: &[(i32, i64)],
+    log_end: i64,
+    requested: i32,
+) -> Option<(i32, i64)> {
+    let i = epochs.partition_point(|&(e, _)| e <= requested);
+    if i == 0 {
+        return None;
+    }
+    let end = epochs.get(i).map_or(log_end, |&(_, start)| start);
+    Some((epochs[i - 1].0, end))
 }

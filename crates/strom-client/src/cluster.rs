@@ -217,18 +217,24 @@ impl Cluster {
                 let (address, reason) = failures.remove(0);
                 Err(Error::Unreachable { address, reason })
             }
-            _ => Err(Error::Unreachable {
-                address: failures
+            _ => {
+                let address = failures
                     .iter()
                     .map(|(a, _)| a.as_str())
                     .collect::<Vec<_>>()
-                    .join(", "),
-                reason: failures
-                    .iter()
-                    .map(|(a, r)| format!("{a}: {r}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            }),
+                    .join(", ");
+                // One reason when they agree ("Connection refused"), else each with its address.
+                let reason = if failures.iter().all(|(_, r)| *r == failures[0].1) {
+                    failures[0].1.clone()
+                } else {
+                    failures
+                        .iter()
+                        .map(|(a, r)| format!("{a}: {r}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                Err(Error::Unreachable { address, reason })
+            }
         }
     }
 

@@ -128,6 +128,14 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Applies `key=value` properties one by one, stopping at the first bad one.
+fn apply<'a>(
+    props: impl IntoIterator<Item = (&'a str, &'a str)>,
+    mut set: impl FnMut(&str, &str) -> Result<()>,
+) -> Result<()> {
+    props.into_iter().try_for_each(|(k, v)| set(k, v))
+}
+
 fn unknown(key: &str) -> Error {
     Error::Config(format!("unknown property {key:?}"))
 }
@@ -249,10 +257,8 @@ impl ProducerConfig {
         props: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self> {
         let mut cfg = ProducerConfig::new("");
-        for (k, v) in props {
-            cfg.set(k, v)?;
-        }
-        cfg.client.validate()?;
+        apply(props, |k, v| cfg.set(k, v).map(drop))?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -428,10 +434,8 @@ impl ConsumerConfig {
         props: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self> {
         let mut cfg = ConsumerConfig::new("");
-        for (k, v) in props {
-            cfg.set(k, v)?;
-        }
-        cfg.client.validate()?;
+        apply(props, |k, v| cfg.set(k, v).map(drop))?;
+        cfg.validate()?;
         Ok(cfg)
     }
 

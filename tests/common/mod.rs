@@ -26,6 +26,7 @@ use strom::log::{BatchBuilder, Compression, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod cluster;
 pub mod kafka;
 pub mod proxy;
 

@@ -13,6 +13,7 @@ use strom_log::{LogManager, PartitionLog};
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
+use crate::replication::LeaderState;
 use crate::error::{Error, Result};
 use crate::group::machine::GroupConfig;
 use crate::group::{store, GroupCoordinator};
@@ -27,51 +28,113 @@ pub enum Role {
     Follower,
 }
 
-/// One partition as the broker sees it: the log plus its replication state. On a single node the
-/// broker leads every partition and the in-sync set is the broker itself, so the high watermark
-/// follows the log end; the replication layer fills `isr` and `follower_ends`.
-#[derive(Debug)]
-pub struct Partition {
-    /// The partition's log.
-    pub log: Arc<PartitionLog>,
+/// Who leads a partition and who is in sync, as this broker last learned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
     /// Leader or follower.
     pub role: Role,
+    /// The leader's node id (-1: none).
+    pub leader: i32,
     /// Epoch of the current leadership.
     pub leader_epoch: i32,
-    /// The leader's node id.
-    pub leader: i32,
+    /// Bumped by the controller on every change of the partition.
+    pub partition_epoch: i32,
     /// All replicas' node ids.
     pub replicas: Vec<i32>,
     /// In-sync replicas' node ids.
     pub isr: Vec<i32>,
-    /// Log end offsets reported by in-sync followers.
-    pub follower_ends: Mutex<HashMap<i32, i64>>,
+}
+
+/// One partition as the broker sees it: the log plus its replication state. On a single node
+/// the broker leads every partition and the in-sync set is the broker itself, so the high
+/// watermark follows the log end. In a cluster the leader keeps a [`LeaderState`] (follower
+/// log ends, ISR proposals) that decides the high watermark.
+#[derive(Debug)]
+pub struct Partition {
+    /// The partition's log.
+    pub log: Arc<PartitionLog>,
+    state: RwLock<ReplicaState>,
+    leader_state: Mutex<Option<LeaderState>>,
 }
 
 impl Partition {
-    fn leader(log: Arc<PartitionLog>, node: i32) -> Self {
+    fn single(log: Arc<PartitionLog>, node: i32) -> Self {
         Partition {
             log,
-            role: Role::Leader,
-            leader_epoch: 0,
-            leader: node,
-            replicas: vec![node],
-            isr: vec![node],
-            follower_ends: Mutex::new(HashMap::new()),
+            state: RwLock::new(ReplicaState {
+                role: Role::Leader,
+                leader: node,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: vec![node],
+                isr: vec![node],
+            }),
+            leader_state: Mutex::new(None),
         }
     }
 
-    /// Moves the high watermark to the smallest log end among the in-sync replicas.
-    pub fn update_high_watermark(&self) {
-        let mut hw = self.log.log_end_offset();
-        let ends = self.follower_ends.lock();
-        for id in &self.isr {
-            if *id != self.leader {
-                hw = hw.min(ends.get(id).copied().unwrap_or(0));
-            }
+    /// A replica that leads nothing until the cluster metadata says otherwise.
+    pub(crate) fn replica(log: Arc<PartitionLog>) -> Self {
+        Partition {
+            log,
+            state: RwLock::new(ReplicaState {
+                role: Role::Follower,
+                leader: -1,
+                leader_epoch: -1,
+                partition_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+            }),
+            leader_state: Mutex::new(None),
         }
-        if hw > self.log.high_watermark() {
-            self.log.set_high_watermark(hw);
+    }
+
+    /// The replication state.
+    pub fn state(&self) -> ReplicaState {
+        self.state.read().clone()
+    }
+
+    /// Role and leader epoch (the hot paths' check).
+    pub fn role_epoch(&self) -> (Role, i32) {
+        let s = self.state.read();
+        (s.role, s.leader_epoch)
+    }
+
+    pub(crate) fn set_state(&self, state: ReplicaState, leader_state: Option<LeaderState>) {
+        *self.state.write() = state;
+        *self.leader_state.lock() = leader_state;
+    }
+
+    pub(crate) fn with_leader_state<T>(&self, f: impl FnOnce(&mut LeaderState) -> T) -> Option<T> {
+        self.leader_state.lock().as_mut().map(f)
+    }
+
+    pub(crate) fn update_state(&self, f: impl FnOnce(&mut ReplicaState)) {
+        f(&mut self.state.write());
+    }
+
+    /// In-sync replicas the leader counts for `min.insync.replicas`.
+    pub fn isr_len(&self) -> usize {
+        match &*self.leader_state.lock() {
+            Some(ls) => ls.isr().len(),
+            None => self.state.read().isr.len(),
+        }
+    }
+
+    /// Moves the high watermark after an append: on a single node to the log end, in a
+    /// cluster to the smallest log end among the in-sync replicas. Returns whether it moved.
+    pub fn update_high_watermark(&self) -> bool {
+        let leo = self.log.log_end_offset();
+        let hw = match &mut *self.leader_state.lock() {
+            Some(ls) => ls.on_append(leo),
+            None => (self.log.high_watermark() < leo).then_some(leo),
+        };
+        match hw {
+            Some(hw) => {
+                self.log.set_high_watermark(hw);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -87,7 +150,7 @@ struct ProducerIdFile {
     next_block: i64,
 }
 
-const PRODUCER_ID_BLOCK: i64 = 1000;
+pub(crate) const PRODUCER_ID_BLOCK: i64 = 1000;
 
 #[derive(Debug)]
 struct ProducerIds {
@@ -118,6 +181,7 @@ pub struct Broker {
     pub(crate) appended: Notify,
     producer_ids: Mutex<ProducerIds>,
     groups: GroupCoordinator,
+    cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -178,16 +242,27 @@ impl Broker {
         };
         let pid_path = config.data_dir.join("producer-ids.json");
         let next_block = read_json::<ProducerIdFile>(&pid_path)?.map_or(0, |p| p.next_block);
+        let clustered = config.controller_quorum.is_some();
         let mut partitions = HashMap::new();
         for ((topic, p), log) in logs.logs() {
-            let part = Arc::new(Partition::leader(log, config.node_id));
-            part.update_high_watermark();
+            let part = if clustered {
+                // Leads nothing until the metadata quorum says so.
+                Arc::new(Partition::replica(log))
+            } else {
+                let part = Arc::new(Partition::single(log, config.node_id));
+                part.update_high_watermark();
+                part
+            };
             partitions.insert((topic, p), part);
         }
-        let offsets_partitions: Vec<Arc<Partition>> =
+        // In a cluster, groups are loaded partition by partition as this broker becomes leader.
+        let offsets_partitions: Vec<Arc<Partition>> = if clustered {
+            Vec::new()
+        } else {
             (0..logs.topic(store::TOPIC).map_or(0, |m| m.partitions))
                 .filter_map(|p| partitions.get(&(store::TOPIC.to_string(), p)).cloned())
-                .collect();
+                .collect()
+        };
         let groups = GroupCoordinator::open(
             GroupConfig {
                 min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -209,6 +284,7 @@ impl Broker {
             }),
             groups,
             config,
+            cluster: std::sync::OnceLock::new(),
         };
         Ok(broker)
     }
@@ -216,6 +292,79 @@ impl Broker {
     /// The consumer-group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// The cluster membership, when this broker is part of a replicated cluster.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterNode>> {
+        self.cluster.get()
+    }
+
+    /// Joins the cluster configured with `controller-quorum` (no-op without one).
+    pub async fn join_cluster(self: &Arc<Self>) -> Result<()> {
+        if self.config.controller_quorum.is_none() || self.cluster.get().is_some() {
+            return Ok(());
+        }
+        let node = crate::cluster::ClusterNode::start(self).await?;
+        let _ = self.cluster.set(node);
+        Ok(())
+    }
+
+    /// Every partition with its key.
+    pub(crate) fn partitions_snapshot(&self) -> Vec<((String, i32), Arc<Partition>)> {
+        self.partitions
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Creates, grows or reconfigures the local copy of a topic this broker replicates.
+    pub(crate) fn ensure_local_topic(
+        &self,
+        name: &str,
+        t: &strom_controller::TopicInfo,
+    ) -> Result<()> {
+        let count = t.partitions.len() as i32;
+        match self.logs.topic(name) {
+            Some(m) if m.topic_id != t.id => {
+                self.remove_local_topic(name);
+                self.logs
+                    .create_topic_with_id(name, &t.id, count, &t.configs)?;
+            }
+            Some(m) => {
+                if m.partitions < count {
+                    self.logs.create_partitions(name, count)?;
+                }
+                if m.configs != t.configs {
+                    self.logs.set_topic_configs(name, &t.configs)?;
+                }
+            }
+            None => {
+                self.logs
+                    .create_topic_with_id(name, &t.id, count, &t.configs)?;
+            }
+        }
+        let mut parts = self.partitions.write();
+        for p in 0..count {
+            let key = (name.to_string(), p);
+            if parts.contains_key(&key) {
+                continue;
+            }
+            if let Some(log) = self.logs.log(name, p) {
+                parts.insert(key, Arc::new(Partition::replica(log)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the local copy of a topic (deleted in the cluster).
+    pub(crate) fn remove_local_topic(&self, name: &str) {
+        self.drop_partitions(name);
+        match self.logs.delete_topic(name) {
+            Ok(()) => tracing::info!(topic = %name, "deleted the local replica"),
+            Err(strom_log::Error::UnknownTopicOrPartition(_)) => {}
+            Err(e) => tracing::error!(topic = %name, "deleting the local replica failed: {e}"),
+        }
     }
 
     /// Creates `__consumer_offsets` on first use of a group API, as Kafka does.
@@ -291,7 +440,7 @@ impl Broker {
                 continue;
             }
             if let Some(log) = self.logs.log(topic, p) {
-                parts.insert(key, Arc::new(Partition::leader(log, self.config.node_id)));
+                parts.insert(key, Arc::new(Partition::single(log, self.config.node_id)));
             }
         }
     }
@@ -318,8 +467,31 @@ impl Broker {
         Ok(id)
     }
 
+    /// The next producer id of the block the controller gave this broker, if any is left.
+    pub(crate) fn next_cluster_producer_id(&self) -> Option<i64> {
+        let mut ids = self.producer_ids.lock();
+        (ids.next < ids.block_end).then(|| {
+            ids.next += 1;
+            ids.next - 1
+        })
+    }
+
+    /// Starts handing out the block `[start, start + PRODUCER_ID_BLOCK)`.
+    pub(crate) fn refill_producer_ids(&self, start: i64) {
+        let mut ids = self.producer_ids.lock();
+        if ids.next >= ids.block_end {
+            ids.next = start;
+            ids.block_end = start + PRODUCER_ID_BLOCK;
+        }
+    }
+
     /// Handles one request.
     pub async fn handle(&self, req: Request) -> Reply {
+        if let Some(node) = self.cluster() {
+            if let Some(reply) = self.handle_clustered(node, &req).await {
+                return reply;
+            }
+        }
         let version = req.header.request_api_version;
         // Only JoinGroup needs the client's id and address; the hot paths do not pay for them.
         let client_id = || {
@@ -330,12 +502,12 @@ impl Broker {
                 .unwrap_or_default()
         };
         let host = || req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
-        if crate::apis::is_group_api(req.api) {
+        if crate::apis::is_group_api(req.api) && self.cluster().is_none() {
             self.ensure_offsets_topic();
         }
         let response = match req.body {
             RequestKind::FindCoordinator(r) => {
-                ResponseKind::FindCoordinator(self.find_coordinator(r, version))
+                ResponseKind::FindCoordinator(self.find_coordinator(r, version).await)
             }
             RequestKind::JoinGroup(r) => {
                 ResponseKind::JoinGroup(self.join_group(r, version, client_id(), host()).await)
@@ -353,7 +525,7 @@ impl Broker {
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r)),
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(self.api_versions(r, version)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
-            RequestKind::Produce(r) => return self.produce(r, version),
+            RequestKind::Produce(r) => return self.produce(r, version).await,
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, version)),
             RequestKind::OffsetForLeaderEpoch(r) => {
@@ -371,9 +543,9 @@ impl Broker {
             RequestKind::DescribeConfigs(r) => {
                 ResponseKind::DescribeConfigs(self.describe_configs(r, version))
             }
-            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r)),
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r).await),
             RequestKind::IncrementalAlterConfigs(r) => {
-                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }
             RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r)),
             RequestKind::DescribeCluster(r) => {
@@ -389,6 +561,44 @@ impl Broker {
             }
         };
         Reply::Respond(Box::new(response))
+    }
+
+    /// Requests a cluster answers differently from a single node; `None`: the common path.
+    async fn handle_clustered(
+        &self,
+        node: &Arc<crate::cluster::ClusterNode>,
+        req: &Request,
+    ) -> Option<Reply> {
+        let version = req.header.request_api_version;
+        if let Some(group) = crate::handlers::groups::group_of(&req.body, version) {
+            if !node.owns_group(&group) {
+                return crate::handlers::groups::not_coordinator(&req.body, version)
+                    .map(|r| Reply::Respond(Box::new(r)));
+            }
+            return None;
+        }
+        let resp = match &req.body {
+            RequestKind::Metadata(r) => {
+                ResponseKind::Metadata(self.metadata_clustered(node, r.clone(), version).await)
+            }
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
+                self.create_topics_clustered(node, r.clone(), version).await,
+            ),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(
+                self.delete_topics_clustered(node, r.clone(), version).await,
+            ),
+            RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+                self.create_partitions_clustered(node, r.clone()).await,
+            ),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(
+                self.describe_cluster_clustered(node, r.clone(), version),
+            ),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
+                self.init_producer_id_clustered(node, r.clone()).await,
+            ),
+            _ => return None,
+        };
+        Some(Reply::Respond(Box::new(resp)))
     }
 
     /// Flushes and closes every log, leaving the clean-shutdown marker.

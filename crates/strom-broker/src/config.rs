@@ -61,6 +61,28 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     /// `offsets.retention.minutes`: committed offsets of an empty group expire after this.
     pub offsets_retention_minutes: u64,
+    /// `offsets.topic.replication.factor` (capped at the live brokers when the topic is created).
+    pub offsets_topic_replication_factor: i16,
+    /// The controller quorum, `ID@HOST:PORT,...` (Kafka's `controller.quorum.voters`). Unset:
+    /// a single node that is its own cluster, with no quorum.
+    pub controller_quorum: Option<String>,
+    /// `process.roles`: `controller,broker` (combined, the default) or `broker`.
+    pub process_roles: String,
+    /// `broker.rack`, for rack-aware replica placement.
+    pub rack: Option<String>,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced by the controller.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower behind for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds: how often preferred leaders
+    /// get leadership back.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// Raft heartbeat interval of the metadata quorum; elections take 4-8 of these.
+    pub controller_raft_heartbeat_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +103,16 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_topic_partitions: 50,
             offsets_retention_minutes: 7 * 24 * 60,
+            offsets_topic_replication_factor: 3,
+            controller_quorum: None,
+            process_roles: "controller,broker".into(),
+            rack: None,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            leader_imbalance_check_interval_ms: 300_000,
+            controller_raft_heartbeat_ms: 100,
         }
     }
 }
@@ -161,9 +193,44 @@ impl BrokerConfig {
                     .into(),
             ));
         }
+        if let Some(q) = &self.controller_quorum {
+            let voters =
+                strom_controller::parse_quorum(q).map_err(|e| Error::Config(e.to_string()))?;
+            if self.is_controller() && !voters.iter().any(|(id, _)| *id == self.node_id) {
+                return Err(Error::Config(format!(
+                    "node {} is a controller but not in controller-quorum {q}",
+                    self.node_id
+                )));
+            }
+        }
+        match self.process_roles.replace(' ', "").as_str() {
+            "controller,broker" | "broker,controller" | "broker" => {}
+            other => {
+                return Err(Error::Config(format!(
+                    "process-roles must be `controller,broker` or `broker`, got {other:?}"
+                )))
+            }
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
+        {
+            return Err(Error::Config(
+                "broker-heartbeat-interval-ms must be > 0 and < broker-session-timeout-ms".into(),
+            ));
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            return Err(Error::Config(
+                "offsets-topic-replication-factor must be >= 1".into(),
+            ));
+        }
         self.log_defaults()?;
         self.advertised_host_port()?;
         Ok(())
+    }
+
+    /// Whether this node runs a controller (only meaningful with a quorum).
+    pub fn is_controller(&self) -> bool {
+        self.process_roles.contains("controller")
     }
 }
 

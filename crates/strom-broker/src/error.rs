@@ -33,6 +33,12 @@ pub enum Error {
     /// closed).
     #[error("bad request from client: {0}")]
     BadRequest(String),
+    /// Another broker could not be reached, or answered nonsense (replication retries).
+    #[error("replication: {0}")]
+    Replication(String),
+    /// The metadata quorum failed or could not be reached.
+    #[error(transparent)]
+    Controller(#[from] strom_controller::Error),
     /// An invariant broke. This is a bug in Strom.
     #[error("internal error (this is a bug in strom-broker): {0}")]
     Internal(String),

@@ -20,6 +20,7 @@
 pub mod alloc;
 pub mod apis;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 mod error;
 pub mod group;

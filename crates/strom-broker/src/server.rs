@@ -46,6 +46,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains connections and closes the logs cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        self.broker.join_cluster().await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         // The group coordinator's clock: session expiry and rebalance deadlines.
@@ -78,6 +79,11 @@ impl Server {
                 () = &mut shutdown => break,
             }
         }
+        if let Some(node) = self.broker.cluster() {
+            // Controlled shutdown: leaderships move to in-sync peers while clients can still
+            // be told so.
+            node.controlled_shutdown(Duration::from_secs(10)).await;
+        }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         ticker.abort();
         // Requests parked in JoinGroup/SyncGroup would otherwise hold their connection open.
@@ -91,6 +97,9 @@ impl Server {
         {
             tracing::warn!("connections did not finish within 10 s; closing them");
             conns.abort_all();
+        }
+        if let Some(node) = self.broker.cluster() {
+            node.shutdown().await;
         }
         let broker = self.broker.clone();
         tokio::task::spawn_blocking(move || broker.shutdown())

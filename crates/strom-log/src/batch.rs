@@ -177,6 +177,19 @@ pub fn peek_size(buf: &[u8], pos: usize) -> Option<i64> {
     Some(be_i32(buf, pos + OFF_LENGTH) as i64 + LOG_OVERHEAD as i64)
 }
 
+/// Length of the prefix of `buf` made of whole batches (by their length fields): a fetch may
+/// end with a partial batch, which a replica drops and fetches again.
+pub fn whole_batches_len(buf: &[u8]) -> usize {
+    let mut pos = 0usize;
+    while let Some(size) = peek_size(buf, pos) {
+        if size < LOG_OVERHEAD as i64 || pos as i64 + size > buf.len() as i64 {
+            break;
+        }
+        pos += size as usize;
+    }
+    pos
+}
+
 /// Validates the single batch that starts at `buf[pos..]`: length, magic, CRC-32C and the record
 /// count. Returns the header, or an error naming what is wrong. Never panics, whatever the bytes.
 pub fn validate_one(buf: &[u8], pos: usize, origin: Origin) -> Result<ValidBatch> {

@@ -818,6 +818,22 @@ impl PartitionLog {
         self.state.lock().epochs.clone()
     }
 
+    /// Records that leader epoch `epoch` starts at the current log end, as a new leader does
+    /// when elected (before it appends anything in that epoch), so `OffsetForLeaderEpoch`
+    /// answers for the epoch right away. Older or equal epochs are ignored.
+    pub fn assign_epoch(&self, epoch: i32) -> Result<()> {
+        let _w = self.writer.lock();
+        let leo = self.log_end_offset();
+        let mut st = self.state.lock();
+        if epoch < 0 || st.epochs.last().is_some_and(|&(last, _)| epoch <= last) {
+            return Ok(());
+        }
+        // An epoch that started at the same offset but held nothing is superseded.
+        st.epochs.retain(|&(_, o)| o < leo);
+        st.epochs.push((epoch, leo));
+        checkpoint::write_epochs(&self.dir, &st.epochs)
+    }
+
     /// For `OffsetForLeaderEpoch`: the largest epoch `<= epoch` and the offset where it ended
     /// (the start of the next epoch, or the log end for the latest one).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {

@@ -280,6 +280,17 @@ impl LogManager {
         partitions: i32,
         configs: &BTreeMap<String, String>,
     ) -> Result<TopicMeta> {
+        self.create_topic_with_id(name, &new_topic_id(), partitions, configs)
+    }
+
+    /// Creates a topic whose id was decided elsewhere (a cluster's metadata quorum).
+    pub fn create_topic_with_id(
+        &self,
+        name: &str,
+        topic_id: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<TopicMeta> {
         validate_topic_name(name)?;
         if partitions < 1 {
             return Err(Error::InvalidConfig(format!(
@@ -293,7 +304,7 @@ impl LogManager {
         }
         let meta = TopicMeta {
             partitions,
-            topic_id: new_topic_id(),
+            topic_id: topic_id.to_string(),
             configs: configs.clone(),
             deleting: false,
         };

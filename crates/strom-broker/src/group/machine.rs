@@ -440,6 +440,11 @@ impl Coordinator {
         self.groups.get(id)
     }
 
+    /// Forgets every group whose id matches `which` (its coordinator moved elsewhere).
+    pub fn unload(&mut self, which: impl Fn(&str) -> bool) {
+        self.groups.retain(|id, _| !which(id));
+    }
+
     /// All groups.
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
         self.groups.values()

@@ -34,14 +34,47 @@ pub struct GroupCoordinator {
     machine: Mutex<Coordinator>,
     parked: Mutex<HashMap<Token, oneshot::Sender<Answer>>>,
     next_token: AtomicU64,
-    /// `__consumer_offsets`, in partition order; empty until the topic exists.
-    partitions: parking_lot::RwLock<Vec<Arc<Partition>>>,
+    /// `__consumer_offsets` partitions this broker writes to.
+    partitions: parking_lot::RwLock<Store>,
+}
+
+/// The `__consumer_offsets` partitions led here, and the topic's partition count.
+#[derive(Debug, Default)]
+struct Store {
+    count: i32,
+    parts: BTreeMap<i32, Arc<Partition>>,
+}
+
+/// Replays one `__consumer_offsets` partition into the machine; returns the records read.
+fn replay(machine: &mut Coordinator, now: u64, p: &Partition) -> crate::Result<usize> {
+    let log = &p.log;
+    let mut loaded = 0;
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, 1 << 20, ReadLimit::LogEnd)?.bytes()?;
+        if bytes.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let (h, records) = decode_records(&bytes[pos..])?;
+            for r in records {
+                if let Some(rec) = store::decode(r.key.unwrap_or_default(), r.value) {
+                    machine.load(now, rec);
+                    loaded += 1;
+                }
+            }
+            offset = h.next_offset();
+            pos += h.total_size();
+        }
+    }
+    Ok(loaded)
 }
 
 impl std::fmt::Debug for GroupCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCoordinator")
-            .field("partitions", &self.partitions.read().len())
+            .field("partitions", &self.partitions.read().parts.len())
             .finish()
     }
 }
@@ -54,26 +87,7 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut loaded = 0usize;
         for p in &partitions {
-            let log = &p.log;
-            let mut offset = log.log_start_offset();
-            while offset < log.log_end_offset() {
-                let bytes = log.read(offset, 1 << 20, ReadLimit::LogEnd)?.bytes()?;
-                if bytes.is_empty() {
-                    break;
-                }
-                let mut pos = 0;
-                while pos < bytes.len() {
-                    let (h, records) = decode_records(&bytes[pos..])?;
-                    for r in records {
-                        if let Some(rec) = store::decode(r.key.unwrap_or_default(), r.value) {
-                            machine.load(now, rec);
-                            loaded += 1;
-                        }
-                    }
-                    offset = h.next_offset();
-                    pos += h.total_size();
-                }
-            }
+            loaded += replay(&mut machine, now, p)?;
         }
         if loaded > 0 {
             tracing::info!(
@@ -82,24 +96,57 @@ impl GroupCoordinator {
                 "loaded consumer groups"
             );
         }
+        let count = partitions.len() as i32;
         Ok(GroupCoordinator {
             machine: Mutex::new(machine),
             parked: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
-            partitions: parking_lot::RwLock::new(partitions),
+            partitions: parking_lot::RwLock::new(Store {
+                count,
+                parts: partitions.into_iter().enumerate().map(|(i, p)| (i as i32, p)).collect(),
+            }),
         })
+    }
+
+    /// This broker became the leader of `__consumer_offsets` partition `p` (of `count`): its
+    /// groups are loaded and coordinated here from now on.
+    pub fn load_partition(&self, p: i32, count: i32, part: Arc<Partition>) -> crate::Result<()> {
+        let mut m = self.machine.lock();
+        let n = replay(&mut m, now_ms(), &part)?;
+        let mut store = self.partitions.write();
+        store.count = count;
+        store.parts.insert(p, part);
+        tracing::info!(partition = p, records = n, "coordinating the groups of {}-{p}", store::TOPIC);
+        Ok(())
+    }
+
+    /// This broker no longer leads `__consumer_offsets` partition `p`: its groups are dropped
+    /// (their new coordinator reloads them from the log), and waiting requests are released so
+    /// their clients look the coordinator up again.
+    pub fn unload_partition(&self, p: i32, count: i32) {
+        let mut m = self.machine.lock();
+        m.unload(|g| store::partition_for(g, count) == p);
+        self.partitions.write().parts.remove(&p);
+        drop(m);
+        self.release_parked();
+        tracing::info!(partition = p, "no longer coordinating the groups of {}-{p}", store::TOPIC);
     }
 
     /// Whether `__consumer_offsets` is attached.
     pub fn has_store(&self) -> bool {
-        !self.partitions.read().is_empty()
+        self.partitions.read().count > 0
     }
 
     /// Attaches a freshly created `__consumer_offsets`.
     pub fn attach_store(&self, partitions: Vec<Arc<Partition>>) {
         let mut p = self.partitions.write();
-        if p.is_empty() {
-            *p = partitions;
+        if p.count == 0 {
+            p.count = partitions.len() as i32;
+            p.parts = partitions
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (i as i32, p))
+                .collect();
         }
     }
 
@@ -155,12 +202,12 @@ impl GroupCoordinator {
         if fx.store.is_empty() {
             return true;
         }
-        if partitions.is_empty() {
+        if partitions.count == 0 {
             tracing::error!("{} is missing: group state not persisted", store::TOPIC);
             return false;
         }
         let mut ok = true;
-        let n = partitions.len() as i32;
+        let n = partitions.count;
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         let now = now_ms() as i64;
         for r in &fx.store {
@@ -175,17 +222,23 @@ impl GroupCoordinator {
                 .push(Record::new(Some(Bytes::from(k)), v.map(Bytes::from), now));
         }
         for (p, records) in by_partition {
-            let part = &partitions[p as usize];
+            let Some(part) = partitions.parts.get(&p) else {
+                ok = false;
+                tracing::warn!(partition = p, "not the leader of {}-{p}: group state not persisted", store::TOPIC);
+                continue;
+            };
             let mut b = BatchBuilder::new(Compression::None);
             for r in records {
                 b.push(r);
             }
             let result = b.build().and_then(|mut bytes| {
                 part.log
-                    .append(&mut bytes, AppendOptions::leader(part.leader_epoch))
+                    .append(&mut bytes, AppendOptions::leader(part.role_epoch().1))
             });
             match result {
-                Ok(_) => part.update_high_watermark(),
+                Ok(_) => {
+                    part.update_high_watermark();
+                }
                 Err(e) => {
                     ok = false;
                     tracing::error!(partition = p, "writing to {} failed: {e}", store::TOPIC);

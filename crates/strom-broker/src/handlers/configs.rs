@@ -111,20 +111,28 @@ impl Broker {
         DescribeConfigsResponse::default().with_results(results)
     }
 
+    /// A topic's config overrides: from the cluster metadata, or the local log manager.
+    pub(crate) fn topic_overrides(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        match self.cluster() {
+            Some(node) => node.image().topics.get(name).map(|t| t.configs.clone()),
+            None => self.logs.topic(name).map(|m| m.configs),
+        }
+    }
+
     /// (key, value, source, read-only) for every config of a topic.
     fn topic_entries(&self, name: &str) -> Result<Vec<(String, String, i8, bool)>, Refusal> {
-        let meta = self.logs.topic(name).ok_or_else(|| {
+        let overrides = self.topic_overrides(name).ok_or_else(|| {
             (
                 ResponseError::UnknownTopicOrPartition,
                 format!("no topic {name:?}"),
             )
         })?;
-        let config = LogConfig::with_overrides(self.logs.defaults(), &meta.configs)
+        let config = LogConfig::with_overrides(self.logs.defaults(), &overrides)
             .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
         Ok(strom_log::config::KEYS
             .iter()
             .map(|k| {
-                let source = if meta.configs.contains_key(*k) {
+                let source = if overrides.contains_key(*k) {
                     DYNAMIC_TOPIC_CONFIG
                 } else if self.config.log.contains_key(*k) {
                     STATIC_BROKER_CONFIG
@@ -181,7 +189,7 @@ impl Broker {
     }
 
     /// Validates and (unless `validate_only`) applies a topic's new override set.
-    fn apply_topic_overrides(
+    async fn apply_topic_overrides(
         &self,
         name: &str,
         overrides: &BTreeMap<String, String>,
@@ -189,6 +197,21 @@ impl Broker {
     ) -> Result<(), Refusal> {
         LogConfig::with_overrides(self.logs.defaults(), overrides)
             .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+        if let (false, Some(node)) = (validate_only, self.cluster()) {
+            let cmd = strom_controller::Command::SetTopicConfigs {
+                topic: name.to_string(),
+                configs: overrides.clone(),
+            };
+            return match node.propose(cmd).await {
+                Ok(strom_controller::Outcome::Done) => Ok(()),
+                Ok(strom_controller::Outcome::Refused(r)) => Err((
+                    ResponseError::try_from_code(r.code).unwrap_or(ResponseError::UnknownServerError),
+                    r.message,
+                )),
+                Ok(other) => Err((ResponseError::UnknownServerError, format!("{other:?}"))),
+                Err(e) => Err((ResponseError::RequestTimedOut, e.to_string())),
+            };
+        }
         if !validate_only {
             self.logs
                 .set_topic_configs(name, overrides)
@@ -203,7 +226,7 @@ impl Broker {
         name: &str,
     ) -> Result<BTreeMap<String, String>, Refusal> {
         match resource_type {
-            TOPIC => self.logs.topic(name).map(|m| m.configs).ok_or_else(|| {
+            TOPIC => self.topic_overrides(name).ok_or_else(|| {
                 (
                     ResponseError::UnknownTopicOrPartition,
                     format!("no topic {name:?}"),
@@ -220,11 +243,10 @@ impl Broker {
         }
     }
 
-    pub(crate) fn alter_configs(&self, r: AlterConfigsRequest) -> AlterConfigsResponse {
-        let responses = r
-            .resources
-            .into_iter()
-            .map(|res| {
+    pub(crate) async fn alter_configs(&self, r: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut responses = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            responses.push({
                 let name = res.resource_name.to_string();
                 let out = alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
@@ -242,27 +264,30 @@ impl Broker {
                                     .map(|v| (c.name.to_string(), v.to_string()))
                             })
                             .collect();
-                        self.apply_topic_overrides(&name, &overrides, r.validate_only)
+                        Ok(overrides)
                     });
+                let result = match result {
+                    Ok(o) => self.apply_topic_overrides(&name, &o, r.validate_only).await,
+                    Err(e) => Err(e),
+                };
                 match result {
                     Ok(()) => out,
                     Err((code, msg)) => out
                         .with_error_code(code.code())
                         .with_error_message(Some(sb(msg))),
                 }
-            })
-            .collect();
+            });
+        }
         AlterConfigsResponse::default().with_responses(responses)
     }
 
-    pub(crate) fn incremental_alter_configs(
+    pub(crate) async fn incremental_alter_configs(
         &self,
         r: IncrementalAlterConfigsRequest,
     ) -> IncrementalAlterConfigsResponse {
-        let responses = r
-            .resources
-            .into_iter()
-            .map(|res| {
+        let mut responses = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            responses.push({
                 let name = res.resource_name.to_string();
                 let out = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
@@ -307,14 +332,18 @@ impl Broker {
                             op => return Err((ResponseError::InvalidRequest, format!("unknown config operation {op}"))),
                         }
                     }
-                    self.apply_topic_overrides(&name, &overrides, r.validate_only)
+                    Ok(overrides)
                 });
+                let result = match result {
+                    Ok(o) => self.apply_topic_overrides(&name, &o, r.validate_only).await,
+                    Err(e) => Err(e),
+                };
                 match result {
                     Ok(()) => out,
                     Err((code, msg)) => out.with_error_code(code.code()).with_error_message(Some(sb(msg))),
                 }
-            })
-            .collect();
+            });
+        }
         IncrementalAlterConfigsResponse::default().with_responses(responses)
     }
 }

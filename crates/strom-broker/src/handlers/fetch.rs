@@ -38,7 +38,10 @@ impl Broker {
     /// One pass over the requested partitions: the response, the bytes in it, and whether any
     /// partition failed (which ends the wait early, as in Kafka).
     fn fetch_once(&self, r: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
-        let follower = r.replica_id.0 >= 0 || r.replica_state.replica_id.0 >= 0;
+        let replica = r.replica_id.0.max(r.replica_state.replica_id.0);
+        let follower = replica >= 0;
+        let now = crate::group::now_ms();
+        let mut hw_moved = false;
         let mut budget = r.max_bytes.max(0) as u64;
         let mut total = 0usize;
         let mut errors = false;
@@ -59,10 +62,42 @@ impl Broker {
                     parts.push(pd.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                     continue;
                 };
-                if part.role != Role::Leader {
+                let (role, epoch) = part.role_epoch();
+                if role != Role::Leader {
                     errors = true;
                     parts.push(pd.with_error_code(ResponseError::NotLeaderOrFollower.code()));
                     continue;
+                }
+                // KIP-320: a client or follower with another epoch's view is told so.
+                if version >= 9 && p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {
+                    errors = true;
+                    let code = if p.current_leader_epoch < epoch {
+                        ResponseError::FencedLeaderEpoch
+                    } else {
+                        ResponseError::UnknownLeaderEpoch
+                    };
+                    parts.push(pd.with_error_code(code.code()));
+                    continue;
+                }
+                if follower {
+                    // The fetch offset is the follower's log end: it may move the high
+                    // watermark, or qualify the follower to rejoin the ISR.
+                    let outcome = part.with_leader_state(|ls| ls.on_fetch(replica, p.fetch_offset, now));
+                    if let Some((hw, proposal)) = outcome {
+                        if let Some(hw) = hw {
+                            part.log.set_high_watermark(hw);
+                            hw_moved = true;
+                        }
+                        if let (Some(isr), Some(node)) = (proposal, self.cluster()) {
+                            tracing::info!(topic = %name, partition = p.partition, ?isr, "expanding the ISR");
+                            node.clone().alter_isr(name.clone(), p.partition, part.clone(), isr);
+                        }
+                    }
+                    if p.fetch_offset > part.log.log_end_offset() {
+                        errors = true;
+                        parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                        continue;
+                    }
                 }
                 let limit = if follower {
                     ReadLimit::LogEnd
@@ -100,6 +135,9 @@ impl Broker {
                     .with_topic_id(t.topic_id)
                     .with_partitions(parts),
             );
+        }
+        if hw_moved {
+            self.appended.notify_waiters();
         }
         (
             FetchResponse::default()

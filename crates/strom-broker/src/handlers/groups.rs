@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
     SyncGroupResponse, TopicName,
 };
+use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 
@@ -25,47 +26,152 @@ fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
 }
 
+/// In a cluster, the group APIs keyed by one group answer NOT_COORDINATOR on a broker that
+/// does not coordinate that group; this builds that answer (`None`: serve the request).
+pub(crate) fn not_coordinator(body: &RequestKind, version: i16) -> Option<ResponseKind> {
+    let e = ResponseError::NotCoordinator.code();
+    Some(match body {
+        RequestKind::JoinGroup(_) => ResponseKind::JoinGroup(
+            JoinGroupResponse::default()
+                .with_error_code(e)
+                .with_generation_id(-1)
+                .with_protocol_name(Some(sb("")))
+                .with_member_id(sb("")),
+        ),
+        RequestKind::SyncGroup(_) => {
+            ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(e))
+        }
+        RequestKind::Heartbeat(_) => {
+            ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(e))
+        }
+        RequestKind::LeaveGroup(_) => {
+            ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(e))
+        }
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(
+            OffsetCommitResponse::default().with_topics(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        offset_commit_response::OffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        offset_commit_response::OffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(e)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::OffsetFetch(r) if version < 8 => ResponseKind::OffsetFetch(
+            OffsetFetchResponse::default().with_error_code(e).with_topics(
+                r.topics
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        offset_fetch_response::OffsetFetchResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|p| {
+                                        offset_fetch_response::OffsetFetchResponsePartition::default()
+                                            .with_partition_index(*p)
+                                            .with_committed_offset(-1)
+                                            .with_error_code(e)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::OffsetDelete(_) => {
+            ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(e))
+        }
+        _ => return None,
+    })
+}
+
+/// The group a single-group request is about.
+pub(crate) fn group_of(body: &RequestKind, version: i16) -> Option<String> {
+    Some(match body {
+        RequestKind::JoinGroup(r) => r.group_id.to_string(),
+        RequestKind::SyncGroup(r) => r.group_id.to_string(),
+        RequestKind::Heartbeat(r) => r.group_id.to_string(),
+        RequestKind::LeaveGroup(r) => r.group_id.to_string(),
+        RequestKind::OffsetCommit(r) => r.group_id.to_string(),
+        RequestKind::OffsetFetch(r) if version < 8 => r.group_id.to_string(),
+        RequestKind::OffsetDelete(r) => r.group_id.to_string(),
+        _ => return None,
+    })
+}
+
 impl Broker {
-    pub(crate) fn find_coordinator(
+    pub(crate) async fn find_coordinator(
         &self,
         r: FindCoordinatorRequest,
         version: i16,
     ) -> FindCoordinatorResponse {
-        let (host, port) = self.advertised();
-        let node = BrokerId(self.config.node_id);
+        let keys: Vec<String> = if version >= 4 {
+            r.coordinator_keys.iter().map(|k| k.to_string()).collect()
+        } else {
+            vec![r.key.to_string()]
+        };
         // Key type 0 is a group; 1 (transactions) is not served yet.
-        let error =
-            |key_type: i8| (key_type != 0).then_some(ResponseError::CoordinatorNotAvailable);
+        let mut found = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let c = if r.key_type != 0 {
+                Err(ResponseError::CoordinatorNotAvailable)
+            } else if let Some(node) = self.cluster() {
+                self.group_coordinator(node, key)
+                    .await
+                    .ok_or(ResponseError::CoordinatorNotAvailable)
+            } else {
+                let (host, port) = self.advertised();
+                Ok((self.config.node_id, host, port))
+            };
+            found.push(c);
+        }
         if version >= 4 {
-            let coordinators = r
-                .coordinator_keys
+            let coordinators = keys
                 .into_iter()
-                .map(|key| {
-                    let e = error(r.key_type);
-                    find_coordinator_response::Coordinator::default()
-                        .with_key(key)
-                        .with_node_id(if e.is_some() { BrokerId(-1) } else { node })
-                        .with_host(if e.is_some() {
-                            sb("")
-                        } else {
-                            sb(host.clone())
-                        })
-                        .with_port(if e.is_some() { -1 } else { port })
-                        .with_error_code(code(e))
+                .zip(found)
+                .map(|(key, c)| {
+                    let out = find_coordinator_response::Coordinator::default().with_key(sb(key));
+                    match c {
+                        Ok((id, host, port)) => out
+                            .with_node_id(BrokerId(id))
+                            .with_host(sb(host))
+                            .with_port(port),
+                        Err(e) => out
+                            .with_node_id(BrokerId(-1))
+                            .with_host(sb(""))
+                            .with_port(-1)
+                            .with_error_code(e.code()),
+                    }
                 })
                 .collect();
             return FindCoordinatorResponse::default().with_coordinators(coordinators);
         }
-        match error(r.key_type) {
-            Some(e) => FindCoordinatorResponse::default()
+        match found
+            .pop()
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+        {
+            Ok((id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(id))
+                .with_host(sb(host))
+                .with_port(port),
+            Err(e) => FindCoordinatorResponse::default()
                 .with_error_code(e.code())
                 .with_node_id(BrokerId(-1))
                 .with_host(sb(""))
                 .with_port(-1),
-            None => FindCoordinatorResponse::default()
-                .with_node_id(node)
-                .with_host(sb(host))
-                .with_port(port),
         }
     }
 

@@ -130,11 +130,13 @@ impl Broker {
             .map(|p| {
                 let mp = MetadataResponsePartition::default().with_partition_index(p);
                 match self.partition(name, p) {
-                    Some(part) => mp
-                        .with_leader_id(BrokerId(part.leader))
-                        .with_leader_epoch(if version >= 7 { part.leader_epoch } else { -1 })
-                        .with_replica_nodes(part.replicas.iter().map(|&n| BrokerId(n)).collect())
-                        .with_isr_nodes(part.isr.iter().map(|&n| BrokerId(n)).collect()),
+                    Some(part) => {
+                        let st = part.state();
+                        mp.with_leader_id(BrokerId(st.leader))
+                            .with_leader_epoch(if version >= 7 { st.leader_epoch } else { -1 })
+                            .with_replica_nodes(st.replicas.iter().map(|&n| BrokerId(n)).collect())
+                            .with_isr_nodes(st.isr.iter().map(|&n| BrokerId(n)).collect())
+                    }
                     None => mp
                         .with_error_code(ResponseError::LeaderNotAvailable.code())
                         .with_leader_id(BrokerId(-1)),

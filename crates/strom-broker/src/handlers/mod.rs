@@ -10,9 +10,11 @@
 //! | ListOffsets, DeleteRecords, OffsetForLeaderEpoch | [`offsets`] |
 //! | CreateTopics, DeleteTopics, CreatePartitions | [`topics`] |
 //! | DescribeConfigs, AlterConfigs, IncrementalAlterConfigs | [`configs`] |
+//! | Metadata, topic changes, DescribeCluster, InitProducerId in a replicated cluster | [`clustered`] |
 //! | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete | [`groups`] |
 
 pub mod cluster;
+pub mod clustered;
 pub mod configs;
 pub mod fetch;
 pub mod groups;

@@ -44,7 +44,8 @@ impl Broker {
                             return resp
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
-                        if part.role != Role::Leader {
+                        let (role, leader_epoch) = part.role_epoch();
+                        if role != Role::Leader {
                             return resp.with_error_code(ResponseError::NotLeaderOrFollower.code());
                         }
                         let log = &part.log;
@@ -54,7 +55,7 @@ impl Broker {
                             log.high_watermark()
                         };
                         let resp = if version >= 4 {
-                            resp.with_leader_epoch(part.leader_epoch)
+                            resp.with_leader_epoch(leader_epoch)
                         } else {
                             resp
                         };
@@ -153,15 +154,15 @@ impl Broker {
                             return resp
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
-                        if part.role != Role::Leader {
+                        let (role, leader_epoch) = part.role_epoch();
+                        if role != Role::Leader {
                             return resp.with_error_code(ResponseError::NotLeaderOrFollower.code());
                         }
                         // The caller's view of the leadership must be current (KIP-320).
-                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch
-                        {
+                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < leader_epoch {
                             return resp.with_error_code(ResponseError::FencedLeaderEpoch.code());
                         }
-                        if p.current_leader_epoch > part.leader_epoch {
+                        if p.current_leader_epoch > leader_epoch {
                             return resp.with_error_code(ResponseError::UnknownLeaderEpoch.code());
                         }
                         match part.log.end_offset_for_epoch(p.leader_epoch) {

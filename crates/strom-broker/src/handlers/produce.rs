@@ -1,19 +1,26 @@
 //! Produce: validate and append record batches, with idempotent-producer deduplication (in the
 //! log) and the `acks` contract. On a single node `acks=all` is satisfied by the local append;
-//! `min.insync.replicas` is still checked against the in-sync set.
+//! in a cluster the response waits until the high watermark passes the appended records (every
+//! in-sync replica has them), up to the request's timeout. `min.insync.replicas` is checked
+//! against the committed in-sync set before appending.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 use strom_log::AppendOptions;
 
-use crate::broker::{sb, Broker, Reply, Role};
+use std::sync::Arc;
+
+use crate::broker::{sb, Broker, Partition, Reply, Role};
 
 impl Broker {
     /// For `acks=0` the client expects no response: nothing is sent, or, if any partition failed,
     /// the connection is closed.
-    pub(crate) fn produce(&self, r: ProduceRequest, version: i16) -> Reply {
+    pub(crate) async fn produce(&self, r: ProduceRequest, version: i16) -> Reply {
         let acks = r.acks;
+        let timeout = std::time::Duration::from_millis(r.timeout_ms.max(0) as u64);
+        // (topic index, partition index, partition, offset the high watermark must reach, epoch)
+        let mut waits: Vec<(usize, usize, Arc<Partition>, i64, i32)> = Vec::new();
         let valid_acks = (-1..=1).contains(&acks);
         let transactional = r.transactional_id.is_some();
         let mut responses = Vec::with_capacity(r.topic_data.len());
@@ -55,12 +62,13 @@ impl Broker {
                     parts.push(fail(ResponseError::UnknownTopicOrPartition, None));
                     continue;
                 };
-                if partition.role != Role::Leader {
+                let (role, leader_epoch) = partition.role_epoch();
+                if role != Role::Leader {
                     parts.push(fail(ResponseError::NotLeaderOrFollower, None));
                     continue;
                 }
                 let config = partition.log.config();
-                if acks == -1 && (partition.isr.len() as u32) < config.min_insync_replicas {
+                if acks == -1 && (partition.isr_len() as u32) < config.min_insync_replicas {
                     parts.push(fail(ResponseError::NotEnoughReplicas, None));
                     continue;
                 }
@@ -74,12 +82,21 @@ impl Broker {
                 let mut buf = records.to_vec();
                 match partition
                     .log
-                    .append(&mut buf, AppendOptions::leader(partition.leader_epoch))
+                    .append(&mut buf, AppendOptions::leader(leader_epoch))
                 {
                     Ok(info) => {
                         if !info.duplicate {
                             appended = true;
                             partition.update_high_watermark();
+                        }
+                        if acks == -1 && partition.log.high_watermark() <= info.last_offset {
+                            waits.push((
+                                responses.len(),
+                                parts.len(),
+                                partition.clone(),
+                                info.last_offset + 1,
+                                leader_epoch,
+                            ));
                         }
                         let mut ok = resp
                             .with_base_offset(info.first_offset)
@@ -105,6 +122,18 @@ impl Broker {
         if appended {
             self.appended.notify_waiters();
         }
+        if !waits.is_empty() {
+            let failed = self.await_replication(&waits, timeout).await;
+            for (t, p, code) in failed {
+                if let Some(resp) = responses
+                    .get_mut(t)
+                    .and_then(|r| r.partition_responses.get_mut(p))
+                {
+                    resp.error_code = code.code();
+                    resp.base_offset = -1;
+                }
+            }
+        }
         if acks == 0 {
             let failed = responses
                 .iter()
@@ -115,5 +144,37 @@ impl Broker {
         Reply::Respond(Box::new(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         )))
+    }
+
+    /// Waits until every partition's high watermark reaches its offset (`acks=all`), the
+    /// deadline passes (REQUEST_TIMED_OUT) or the partition's leadership changes
+    /// (NOT_LEADER_OR_FOLLOWER). Returns the failures as (topic index, partition index, error).
+    async fn await_replication(
+        &self,
+        waits: &[(usize, usize, Arc<Partition>, i64, i32)],
+        timeout: std::time::Duration,
+    ) -> Vec<(usize, usize, ResponseError)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut pending = false;
+            let mut failed = Vec::new();
+            for (t, p, part, offset, epoch) in waits {
+                let (role, now_epoch) = part.role_epoch();
+                if role != Role::Leader || now_epoch != *epoch {
+                    failed.push((*t, *p, ResponseError::NotLeaderOrFollower));
+                } else if part.log.high_watermark() < *offset {
+                    pending = true;
+                    failed.push((*t, *p, ResponseError::RequestTimedOut));
+                }
+            }
+            let timed_out = tokio::time::Instant::now() >= deadline;
+            if !pending || timed_out {
+                return failed;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
     }
 }

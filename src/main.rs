@@ -242,6 +242,29 @@ enum OutputFormat {
 enum ClusterCommand {
     /// Cluster id, controller and brokers (id, address, rack).
     Info,
+    /// Start a local cluster of `strom server` processes on 127.0.0.1 and print its
+    /// `bootstrap.servers=...` line once every broker is up.
+    ///
+    /// Node i (from 1) listens on BASE_PORT + 100*(i-1) (Kafka) and the port after it
+    /// (controller); its data and server.log go under DIR/node-i. The servers keep running
+    /// after this command exits; stop them with `strom cluster down`.
+    Up {
+        /// Number of nodes (1 to 9); each is a controller and a broker.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Directory for the nodes' data, logs and cluster.json.
+        #[arg(long, default_value = "strom-cluster")]
+        dir: PathBuf,
+        /// Kafka port of node 1.
+        #[arg(long, default_value_t = 9092, value_name = "PORT")]
+        base_port: u16,
+    },
+    /// Stop the local cluster started by `strom cluster up` (its data is kept).
+    Down {
+        /// The directory given to `strom cluster up`.
+        #[arg(long, default_value = "strom-cluster")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,7 +298,10 @@ struct ServerArgs {
     /// default-replication-factor, auto-create-topics, max-request-size, log-upkeep-interval-ms,
     /// group-min-session-timeout-ms, group-max-session-timeout-ms,
     /// group-initial-rebalance-delay-ms, offsets-topic-partitions, offsets-retention-minutes,
-    /// and a [log] table of topic config defaults).
+    /// offsets-topic-replication-factor, controller-quorum, process-roles, rack,
+    /// broker-session-timeout-ms, broker-heartbeat-interval-ms, replica-lag-time-max-ms,
+    /// replica-fetch-wait-max-ms, leader-imbalance-check-interval-ms,
+    /// controller-raft-heartbeat-ms, and a [log] table of topic config defaults).
     #[arg(long, env = "STROM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:9092].
@@ -326,6 +352,16 @@ struct ServerArgs {
         value_delimiter = ','
     )]
     log_config: Vec<String>,
+    /// The metadata quorum's voters, ID@HOST:PORT,... (Kafka's controller.quorum.voters). This
+    /// node's entry is where its controller listens. Without it the server is a single node.
+    #[arg(long, env = "STROM_CONTROLLER_QUORUM", value_name = "ID@HOST:PORT,...")]
+    controller_quorum: Option<String>,
+    /// process.roles: `controller,broker` (combined) or `broker` [default: controller,broker].
+    #[arg(long, env = "STROM_PROCESS_ROLES", value_name = "ROLES")]
+    process_roles: Option<String>,
+    /// broker.rack: replicas of a partition are spread over racks.
+    #[arg(long, env = "STROM_RACK")]
+    rack: Option<String>,
 }
 
 impl ServerArgs {
@@ -357,6 +393,15 @@ impl ServerArgs {
         }
         if let Some(v) = self.max_request_size {
             c.max_request_size = v;
+        }
+        if let Some(v) = self.controller_quorum {
+            c.controller_quorum = Some(v);
+        }
+        if let Some(v) = self.process_roles {
+            c.process_roles = v;
+        }
+        if let Some(v) = self.rack {
+            c.rack = Some(v);
         }
         let mut log = |k: &str, v: Option<String>| {
             if let Some(v) = v {
@@ -542,9 +587,14 @@ fn main() -> ExitCode {
         Command::Server(_) | Command::Bench { .. } => "info",
         _ => "warn",
     };
+    // openraft narrates every vote and heartbeat at info; keep it to warnings unless asked.
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.to_string());
+    if !filter.contains("openraft") {
+        filter.push_str(",openraft=warn");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
@@ -569,10 +619,19 @@ fn main() -> ExitCode {
         Command::Group { brokers, what } => {
             group_command(what).and_then(|g| cli::block_on(cli::group::run(&brokers.brokers, g)))
         }
-        Command::Cluster {
-            brokers,
-            what: ClusterCommand::Info,
-        } => cli::block_on(cli::cluster::info(&brokers.brokers)),
+        Command::Cluster { brokers, what } => match what {
+            ClusterCommand::Info => cli::block_on(cli::cluster::info(&brokers.brokers)),
+            ClusterCommand::Up {
+                nodes,
+                dir,
+                base_port,
+            } => cli::block_on(cli::cluster::up(cli::cluster::UpOptions {
+                nodes,
+                dir,
+                base_port,
+            })),
+            ClusterCommand::Down { dir } => cli::cluster::down(&dir),
+        },
         Command::Bench {
             what:
                 BenchCommand::Log {

@@ -7,17 +7,18 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use strom_log::{LogManager, PartitionLog};
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
-use crate::replication::LeaderState;
 use crate::error::{Error, Result};
 use crate::group::machine::GroupConfig;
 use crate::group::{store, GroupCoordinator};
 use crate::protocol::Request;
+use crate::replication::LeaderState;
 
 /// The role this broker plays for a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -515,7 +516,20 @@ impl Broker {
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, version).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r)),
             RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(r, version)),
-            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r)),
+            RequestKind::OffsetCommit(r) => {
+                let group = r.group_id.to_string();
+                let mut resp = self.offset_commit(r);
+                // In a cluster a commit is acknowledged once every in-sync replica of the
+                // group's `__consumer_offsets` partition has it (as Kafka: acks=all).
+                if self.cluster().is_some() && !self.await_group_replication(&group).await {
+                    for p in resp.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                        if p.error_code == 0 {
+                            p.error_code = ResponseError::CoordinatorNotAvailable.code();
+                        }
+                    }
+                }
+                ResponseKind::OffsetCommit(resp)
+            }
             RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r, version)),
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r, version)),
             RequestKind::DescribeGroups(r) => {
@@ -563,6 +577,30 @@ impl Broker {
         Reply::Respond(Box::new(response))
     }
 
+    /// Waits until the high watermark of `group`'s `__consumer_offsets` partition reaches its
+    /// log end (what the coordinator just wrote), up to 5 s.
+    async fn await_group_replication(&self, group: &str) -> bool {
+        let count = self.logs.topic(store::TOPIC).map_or(0, |m| m.partitions);
+        let Some(part) = self.partition(store::TOPIC, store::partition_for(group, count)) else {
+            return false;
+        };
+        let target = part.log.log_end_offset();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if part.log.high_watermark() >= target {
+                return true;
+            }
+            if part.role_epoch().0 != Role::Leader
+                || tokio::time::timeout_at(deadline, notified).await.is_err()
+            {
+                return part.log.high_watermark() >= target;
+            }
+        }
+    }
+
     /// Requests a cluster answers differently from a single node; `None`: the common path.
     async fn handle_clustered(
         &self,
@@ -593,9 +631,9 @@ impl Broker {
             RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(
                 self.describe_cluster_clustered(node, r.clone(), version),
             ),
-            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
-                self.init_producer_id_clustered(node, r.clone()).await,
-            ),
+            RequestKind::InitProducerId(r) => {
+                ResponseKind::InitProducerId(self.init_producer_id_clustered(node, r.clone()).await)
+            }
             _ => return None,
         };
         Some(Reply::Respond(Box::new(resp)))

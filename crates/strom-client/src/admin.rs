@@ -464,12 +464,34 @@ impl Admin {
         &self,
         wanted: &[(TopicPartition, i64)],
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        let got = crate::consumer::list_offsets(&self.cluster, wanted, 0).await;
+        // Leadership may be moving (a failover, a preferred-leader election): partitions that
+        // fail with a retriable error are asked again after a metadata refresh.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut out = BTreeMap::new();
-        for (tp, r) in got {
-            out.insert(tp, r?);
+        let mut todo: Vec<(TopicPartition, i64)> = wanted.to_vec();
+        loop {
+            let got = crate::consumer::list_offsets(&self.cluster, &todo, 0).await;
+            let mut again = Vec::new();
+            for (tp, r) in got {
+                match r {
+                    Ok(o) => {
+                        out.insert(tp, o);
+                    }
+                    Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                        let spec = todo.iter().find(|(t, _)| *t == tp).map_or(-1, |(_, s)| *s);
+                        again.push((tp, spec));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if again.is_empty() {
+                return Ok(out);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let topics: Vec<String> = again.iter().map(|(tp, _)| tp.topic.clone()).collect();
+            let _ = self.cluster.refresh(Some(&topics)).await;
+            todo = again;
         }
-        Ok(out)
     }
 
     /// Deletes records before `before` in each partition (up to the high watermark).

@@ -169,7 +169,13 @@ impl Cluster {
             None => {
                 self.refresh(None).await?;
                 let addr = self.meta.read().brokers.get(&id).map(|b| b.addr.clone());
-                let a = addr.ok_or_else(|| Error::Usage(format!("no broker with id {id}")))?;
+                // A leader the metadata names but does not list (it is fenced, or the answers
+                // came from brokers with different views): retriable, as Kafka's clients do.
+                let a = addr.ok_or_else(|| Error::Broker {
+                    context: format!("connecting to broker {id}"),
+                    code: kafka_protocol::ResponseError::LeaderNotAvailable,
+                    message: Some(format!("broker {id} is not in the cluster metadata")),
+                })?;
                 self.connect(&a).await
             }
         }

@@ -45,6 +45,10 @@ pub mod code {
     pub const INVALID_UPDATE_VERSION: i16 = 108;
 }
 
+/// Most partitions a topic may have (every node applies a creation, so an absurd count must be
+/// refused before it is placed).
+pub const MAX_PARTITIONS: i32 = 10_000;
+
 /// A refusal: a Kafka error code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
@@ -485,8 +489,15 @@ impl Image {
             }
             Command::AllocateProducerIds { count } => {
                 let start = self.next_producer_id;
-                self.next_producer_id += (*count).max(1);
-                Outcome::ProducerIds { start }
+                match start.checked_add((*count).clamp(1, 1 << 20)) {
+                    Some(next) => {
+                        self.next_producer_id = next;
+                        Outcome::ProducerIds { start }
+                    }
+                    None => {
+                        Outcome::Refused(refuse(code::INVALID_REQUEST, "producer ids exhausted"))
+                    }
+                }
             }
         }
     }
@@ -494,9 +505,9 @@ impl Image {
     /// Whether some partition's preferred replica is in sync and electable but not leading.
     pub fn preferred_election_needed(&self) -> bool {
         self.topics.values().flat_map(|t| &t.partitions).any(|p| {
-            p.replicas.first().is_some_and(|&pr| {
-                p.leader != pr && self.electable(pr) && p.isr.contains(&pr)
-            })
+            p.replicas
+                .first()
+                .is_some_and(|&pr| p.leader != pr && self.electable(pr) && p.isr.contains(&pr))
         })
     }
 
@@ -513,10 +524,13 @@ impl Image {
                 a.clone()
             }
             None => {
-                if t.partitions < 1 {
+                if !(1..=MAX_PARTITIONS).contains(&t.partitions) {
                     return Err(refuse(
                         code::INVALID_PARTITIONS,
-                        format!("partition count must be at least 1, got {}", t.partitions),
+                        format!(
+                            "partition count must be between 1 and {MAX_PARTITIONS}, got {}",
+                            t.partitions
+                        ),
                     ));
                 }
                 let start = t.id.bytes().map(usize::from).sum::<usize>();
@@ -574,6 +588,12 @@ impl Image {
     }
 
     fn check_assignment(&self, a: &[Vec<i32>], rf: Option<usize>) -> Result<(), Refusal> {
+        if a.len() > MAX_PARTITIONS as usize {
+            return Err(refuse(
+                code::INVALID_PARTITIONS,
+                format!("a topic may have at most {MAX_PARTITIONS} partitions"),
+            ));
+        }
         if a.is_empty() {
             return Err(refuse(
                 code::INVALID_REPLICA_ASSIGNMENT,
@@ -612,10 +632,18 @@ impl Image {
             ));
         };
         let current = t.partitions.len() as i32;
+        if total > MAX_PARTITIONS {
+            return Err(refuse(
+                code::INVALID_PARTITIONS,
+                format!("a topic may have at most {MAX_PARTITIONS} partitions, asked for {total}"),
+            ));
+        }
         if total <= current {
             return Err(refuse(
                 code::INVALID_PARTITIONS,
-                format!("topic {topic} has {current} partitions; the new count {total} must be larger"),
+                format!(
+                    "topic {topic} has {current} partitions; the new count {total} must be larger"
+                ),
             ));
         }
         let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
@@ -624,7 +652,11 @@ impl Image {
                 if a.len() as i32 != total - current {
                     return Err(refuse(
                         code::INVALID_REPLICA_ASSIGNMENT,
-                        format!("{} assignments for {} new partitions", a.len(), total - current),
+                        format!(
+                            "{} assignments for {} new partitions",
+                            a.len(),
+                            total - current
+                        ),
                     ));
                 }
                 self.check_assignment(a, Some(rf))?;
@@ -704,7 +736,12 @@ impl Image {
                 format!("replica {r} is fenced or shutting down"),
             ));
         }
-        let mut new: Vec<i32> = p.replicas.iter().copied().filter(|r| isr.contains(r)).collect();
+        let mut new: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| isr.contains(r))
+            .collect();
         new.dedup();
         if new != p.isr {
             p.isr = new;
@@ -920,7 +957,13 @@ mod tests {
                 rack: None,
             },
         );
-        img.apply(v + 1, &Command::Unfence { id: leader, epoch: v });
+        img.apply(
+            v + 1,
+            &Command::Unfence {
+                id: leader,
+                epoch: v,
+            },
+        );
         assert!(!img.preferred_election_needed());
         let p = img.partition("t", 0).unwrap().clone();
         let out = img.apply(
@@ -967,7 +1010,13 @@ mod tests {
                 rack: None,
             },
         );
-        img.apply(v + 1, &Command::Unfence { id: other, epoch: v });
+        img.apply(
+            v + 1,
+            &Command::Unfence {
+                id: other,
+                epoch: v,
+            },
+        );
         assert_eq!(img.partition("t", 0).unwrap().leader, -1);
         // ... unless the topic allows unclean election.
         img.apply(
@@ -1018,8 +1067,12 @@ mod tests {
             panic!()
         };
         assert_eq!(r.code, code::INVALID_UPDATE_VERSION);
-        let Outcome::Partition(Err(r)) = alter(&mut img, p.leader_epoch - 1, q.partition_epoch, p.isr.clone())
-        else {
+        let Outcome::Partition(Err(r)) = alter(
+            &mut img,
+            p.leader_epoch - 1,
+            q.partition_epoch,
+            p.isr.clone(),
+        ) else {
             panic!()
         };
         assert_eq!(r.code, code::FENCED_LEADER_EPOCH);
@@ -1027,9 +1080,12 @@ mod tests {
         let f = p.replicas.iter().copied().find(|r| *r != p.leader).unwrap();
         let fe = img.brokers[&f].epoch;
         img.apply(img.version + 1, &Command::Fence { id: f, epoch: fe });
-        let Outcome::Partition(Err(r)) =
-            alter(&mut img, p.leader_epoch, q.partition_epoch, vec![p.leader, f])
-        else {
+        let Outcome::Partition(Err(r)) = alter(
+            &mut img,
+            p.leader_epoch,
+            q.partition_epoch,
+            vec![p.leader, f],
+        ) else {
             panic!()
         };
         assert_eq!(r.code, code::INELIGIBLE_REPLICA);

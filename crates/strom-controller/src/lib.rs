@@ -53,21 +53,29 @@ pub fn parse_quorum(s: &str) -> Result<Vec<(i32, String)>, Error> {
     let mut out: Vec<(i32, String)> = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part.split_once('@').ok_or_else(|| {
-            Error::Config(format!("controller quorum entry {part:?} must be ID@HOST:PORT"))
+            Error::Config(format!(
+                "controller quorum entry {part:?} must be ID@HOST:PORT"
+            ))
         })?;
         let id: i32 = id
             .parse()
             .map_err(|_| Error::Config(format!("controller quorum entry {part:?}: bad node id")))?;
         if id < 0 {
-            return Err(Error::Config(format!("controller quorum entry {part:?}: negative node id")));
+            return Err(Error::Config(format!(
+                "controller quorum entry {part:?}: negative node id"
+            )));
         }
         let (_, port) = addr.rsplit_once(':').ok_or_else(|| {
-            Error::Config(format!("controller quorum entry {part:?} must be ID@HOST:PORT"))
+            Error::Config(format!(
+                "controller quorum entry {part:?} must be ID@HOST:PORT"
+            ))
         })?;
         port.parse::<u16>()
             .map_err(|_| Error::Config(format!("controller quorum entry {part:?}: bad port")))?;
         if out.iter().any(|(i, _)| *i == id) {
-            return Err(Error::Config(format!("controller quorum lists node {id} twice")));
+            return Err(Error::Config(format!(
+                "controller quorum lists node {id} twice"
+            )));
         }
         out.push((id, addr.to_string()));
     }
@@ -88,7 +96,15 @@ mod tests {
             parse_quorum("1@127.0.0.1:9093, 2@h:9193").unwrap(),
             vec![(1, "127.0.0.1:9093".to_string()), (2, "h:9193".to_string())]
         );
-        for bad in ["", "1", "x@h:1", "1@h", "1@h:70000", "1@h:1,1@h:2", "-1@h:1"] {
+        for bad in [
+            "",
+            "1",
+            "x@h:1",
+            "1@h",
+            "1@h:70000",
+            "1@h:1,1@h:2",
+            "-1@h:1",
+        ] {
             assert!(parse_quorum(bad).is_err(), "{bad}");
         }
     }

@@ -21,7 +21,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::image::{Command, Image, Outcome};
-use crate::rpc::{read_frame, write_frame, Heartbeat, HeartbeatReply, NotController, Request, Response};
+use crate::rpc::{
+    read_frame, write_frame, Heartbeat, HeartbeatReply, NotController, Request, Response,
+};
 use crate::store::{LogStore, RaftNodeId, StateMachine, TypeConfig};
 use crate::Error;
 
@@ -78,9 +80,9 @@ impl Controller {
                     config.node_id
                 ))
             })?;
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|e| Error::Config(format!("cannot listen on {addr} for the controller: {e}")))?;
+        let listener = TcpListener::bind(&addr).await.map_err(|e| {
+            Error::Config(format!("cannot listen on {addr} for the controller: {e}"))
+        })?;
         let log = LogStore::open(&config.dir)?;
         let sm = StateMachine::open(&config.dir)?;
         let hb = config.raft_heartbeat.as_millis().max(10) as u64;
@@ -238,7 +240,9 @@ impl Controller {
                 }
             };
             let resp = match req {
-                Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
+                Request::AppendEntries(r) => {
+                    Response::AppendEntries(self.raft.append_entries(r).await)
+                }
                 Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
                 Request::InstallSnapshot(r) => {
                     Response::InstallSnapshot(self.raft.install_snapshot(r).await)

@@ -9,11 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
@@ -98,8 +100,16 @@ pub enum Response {
     Image(Option<Box<Image>>),
 }
 
+/// Decodes a frame body (without its length prefix): what [`read_frame`] does with the bytes
+/// it read. Malformed input is an error, never a panic.
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Peer(format!("malformed frame: {e}")))
+}
+
 /// Reads one frame (`None` at a clean end of stream).
-pub async fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> Result<Option<T>, Error> {
+pub async fn read_frame<T: for<'de> Deserialize<'de>>(
+    s: &mut TcpStream,
+) -> Result<Option<T>, Error> {
     let mut len = [0u8; 4];
     match s.read_exact(&mut len).await {
         Ok(_) => {}
@@ -108,15 +118,15 @@ pub async fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> Resu
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(Error::Peer(format!("frame of {len} bytes exceeds {MAX_FRAME}")));
+        return Err(Error::Peer(format!(
+            "frame of {len} bytes exceeds {MAX_FRAME}"
+        )));
     }
     let mut buf = vec![0u8; len];
     s.read_exact(&mut buf)
         .await
         .map_err(|e| Error::Peer(e.to_string()))?;
-    serde_json::from_slice(&buf)
-        .map(Some)
-        .map_err(|e| Error::Peer(format!("malformed frame: {e}")))
+    decode(&buf).map(Some)
 }
 
 /// Writes one frame.
@@ -167,7 +177,10 @@ impl Peer {
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Peer(format!("{} did not answer within {timeout:?}", self.addr))),
+            Err(_) => Err(Error::Peer(format!(
+                "{} did not answer within {timeout:?}",
+                self.addr
+            ))),
         };
         if result.is_err() {
             *guard = None;
@@ -208,7 +221,9 @@ fn unreachable<E: std::error::Error>(e: Error) -> RPCError<RaftNodeId, BasicNode
 }
 
 fn unexpected<E: std::error::Error>() -> RPCError<RaftNodeId, BasicNode, E> {
-    RPCError::Network(NetworkError::new(&Error::Peer("unexpected response".into())))
+    RPCError::Network(NetworkError::new(&Error::Peer(
+        "unexpected response".into(),
+    )))
 }
 
 impl RaftNetwork<TypeConfig> for NetworkClient {
@@ -216,8 +231,10 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<RaftNodeId>, RPCError<RaftNodeId, BasicNode, RaftError<RaftNodeId>>>
-    {
+    ) -> Result<
+        AppendEntriesResponse<RaftNodeId>,
+        RPCError<RaftNodeId, BasicNode, RaftError<RaftNodeId>>,
+    > {
         match self
             .peer
             .call(&Request::AppendEntries(rpc), option.hard_ttl())
@@ -256,7 +273,8 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         &mut self,
         rpc: VoteRequest<RaftNodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<RaftNodeId>, RPCError<RaftNodeId, BasicNode, RaftError<RaftNodeId>>> {
+    ) -> Result<VoteResponse<RaftNodeId>, RPCError<RaftNodeId, BasicNode, RaftError<RaftNodeId>>>
+    {
         match self.peer.call(&Request::Vote(rpc), option.hard_ttl()).await {
             Ok(Response::Vote(r)) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -298,9 +316,10 @@ impl QuorumClient {
         let mut next = 0usize;
         let mut last_error = String::from("no controller answered");
         loop {
-            let target = self.hint.lock().and_then(|h| {
-                self.voters.iter().position(|(id, _)| *id == h)
-            });
+            let target = self
+                .hint
+                .lock()
+                .and_then(|h| self.voters.iter().position(|(id, _)| *id == h));
             let idx = target.unwrap_or(next % self.voters.len().max(1));
             next = idx + 1;
             let Some((id, peer)) = self.voters.get(idx) else {
@@ -342,7 +361,11 @@ impl QuorumClient {
     }
 
     /// Sends a heartbeat.
-    pub async fn heartbeat(&self, hb: Heartbeat, timeout: Duration) -> Result<HeartbeatReply, Error> {
+    pub async fn heartbeat(
+        &self,
+        hb: Heartbeat,
+        timeout: Duration,
+    ) -> Result<HeartbeatReply, Error> {
         match self.call(&Request::Heartbeat(hb), timeout).await? {
             Response::Heartbeat(Ok(r)) => Ok(r),
             other => Err(Error::Peer(format!("unexpected answer {other:?}"))),

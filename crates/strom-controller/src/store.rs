@@ -11,6 +11,10 @@
 //! The state machine keeps the [`Image`] in memory and publishes every new version on a
 //! `watch` channel: the broker on the same node reacts to it.
 
+// openraft's traits fix the error type (`StorageError`, which is large); boxing it here would
+// only move the allocation.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::{Cursor, Write};

@@ -15,9 +15,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
@@ -141,8 +139,8 @@ impl Fetcher {
                 .map(|(k, f)| (k.clone(), f.clone()))
                 .collect();
             if parts.is_empty() {
-                let _ = tokio::time::timeout(Duration::from_millis(200), self.changed.notified())
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), self.changed.notified()).await;
                 continue;
             }
             let addr = self.addr.lock().clone();
@@ -220,7 +218,9 @@ impl Fetcher {
             let topic = t.topic.0.to_string();
             for p in t.partitions {
                 let key = (topic.clone(), p.partition);
-                let Some(&ask) = asked.get(&key) else { continue };
+                let Some(&ask) = asked.get(&key) else {
+                    continue;
+                };
                 let Some(follow) = parts.iter().find(|(k, _)| *k == key).map(|(_, f)| f) else {
                     continue;
                 };

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use strom_controller::{
-    Command, Controller, ControllerConfig, Heartbeat, Image, Outcome, PartitionInfo,
-    QuorumClient,
+    Command, Controller, ControllerConfig, Heartbeat, Image, Outcome, PartitionInfo, QuorumClient,
 };
 use tokio::sync::{watch, Notify};
 
@@ -62,7 +61,10 @@ impl std::fmt::Debug for ClusterNode {
 }
 
 fn refusal_error(r: &strom_controller::Refusal) -> Error {
-    Error::Replication(format!("controller refused (code {}): {}", r.code, r.message))
+    Error::Replication(format!(
+        "controller refused (code {}): {}",
+        r.code, r.message
+    ))
 }
 
 impl ClusterNode {
@@ -173,7 +175,11 @@ impl ClusterNode {
 
     /// Allocates a block of producer ids.
     pub async fn allocate_producer_ids(&self, count: i64) -> Result<i64> {
-        match self.quorum.propose(Command::AllocateProducerIds { count }, ADMIN_TIMEOUT).await? {
+        match self
+            .quorum
+            .propose(Command::AllocateProducerIds { count }, ADMIN_TIMEOUT)
+            .await?
+        {
             Outcome::ProducerIds { start } => Ok(start),
             other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
         }
@@ -231,7 +237,11 @@ impl ClusterNode {
             rack: broker.config().rack.clone(),
         };
         loop {
-            match self.quorum.propose(cmd.clone(), Duration::from_secs(10)).await {
+            match self
+                .quorum
+                .propose(cmd.clone(), Duration::from_secs(10))
+                .await
+            {
                 Ok(Outcome::Registered { epoch }) => {
                     tracing::info!(epoch, "registered with the controller");
                     self.epoch.store(epoch, Ordering::Release);
@@ -267,14 +277,18 @@ impl ClusterNode {
             drop(broker);
             match self.quorum.heartbeat(hb, interval * 2).await {
                 Ok(r) if r.reregister => {
-                    tracing::warn!("the controller does not know this incarnation: registering again");
+                    tracing::warn!(
+                        "the controller does not know this incarnation: registering again"
+                    );
                     self.epoch.store(0, Ordering::Release);
                     continue;
                 }
                 Ok(r) => {
                     if self.controller.is_none() && r.image_version > self.image().version {
-                        if let Ok(Some(img)) =
-                            self.quorum.fetch_image(self.image().version, interval * 2).await
+                        if let Ok(Some(img)) = self
+                            .quorum
+                            .fetch_image(self.image().version, interval * 2)
+                            .await
                         {
                             self.image_tx.send_replace(Arc::new(img));
                         }
@@ -313,6 +327,15 @@ impl ClusterNode {
         for (name, old) in &previous.topics {
             if img.topics.get(name).is_none_or(|t| t.id != old.id) {
                 broker.remove_local_topic(name);
+            }
+        }
+        if previous.version == 0 {
+            // The first image applied is newer than this broker's registration: a local topic
+            // it does not know was deleted while this broker was away.
+            for (name, _) in broker.logs().topics() {
+                if !img.topics.contains_key(&name) {
+                    broker.remove_local_topic(&name);
+                }
             }
         }
         let lag_max = broker.config().replica_lag_time_max_ms;
@@ -521,7 +544,9 @@ impl ClusterNode {
             let committed: BTreeSet<i32> = match result {
                 Ok(Outcome::Partition(Ok(info))) => {
                     let now = part.state();
-                    if now.leader_epoch == st.leader_epoch && now.partition_epoch < info.partition_epoch {
+                    if now.leader_epoch == st.leader_epoch
+                        && now.partition_epoch < info.partition_epoch
+                    {
                         part.update_state(|s| {
                             s.isr = info.isr.clone();
                             s.partition_epoch = info.partition_epoch;

@@ -103,7 +103,11 @@ impl GroupCoordinator {
             next_token: AtomicU64::new(1),
             partitions: parking_lot::RwLock::new(Store {
                 count,
-                parts: partitions.into_iter().enumerate().map(|(i, p)| (i as i32, p)).collect(),
+                parts: partitions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| (i as i32, p))
+                    .collect(),
             }),
         })
     }
@@ -116,7 +120,12 @@ impl GroupCoordinator {
         let mut store = self.partitions.write();
         store.count = count;
         store.parts.insert(p, part);
-        tracing::info!(partition = p, records = n, "coordinating the groups of {}-{p}", store::TOPIC);
+        tracing::info!(
+            partition = p,
+            records = n,
+            "coordinating the groups of {}-{p}",
+            store::TOPIC
+        );
         Ok(())
     }
 
@@ -129,7 +138,11 @@ impl GroupCoordinator {
         self.partitions.write().parts.remove(&p);
         drop(m);
         self.release_parked();
-        tracing::info!(partition = p, "no longer coordinating the groups of {}-{p}", store::TOPIC);
+        tracing::info!(
+            partition = p,
+            "no longer coordinating the groups of {}-{p}",
+            store::TOPIC
+        );
     }
 
     /// Whether `__consumer_offsets` is attached.
@@ -224,7 +237,11 @@ impl GroupCoordinator {
         for (p, records) in by_partition {
             let Some(part) = partitions.parts.get(&p) else {
                 ok = false;
-                tracing::warn!(partition = p, "not the leader of {}-{p}: group state not persisted", store::TOPIC);
+                tracing::warn!(
+                    partition = p,
+                    "not the leader of {}-{p}: group state not persisted",
+                    store::TOPIC
+                );
                 continue;
             };
             let mut b = BatchBuilder::new(Compression::None);

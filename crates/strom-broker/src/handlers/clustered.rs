@@ -172,7 +172,11 @@ impl Broker {
             let overrides: BTreeMap<String, String> = t
                 .configs
                 .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
                 .collect();
             let config = match LogConfig::with_overrides(self.logs.defaults(), &overrides) {
                 Ok(c) => c,
@@ -243,11 +247,13 @@ impl Broker {
                     let mut res = res;
                     if version >= 5 {
                         res = res
-                            .with_num_partitions(t.map_or(topic.partitions, |t| t.partitions.len() as i32))
-                            .with_replication_factor(t.and_then(|t| t.partitions.first()).map_or(
-                                topic.replication_factor,
-                                |p| p.replicas.len() as i16,
-                            ));
+                            .with_num_partitions(
+                                t.map_or(topic.partitions, |t| t.partitions.len() as i32),
+                            )
+                            .with_replication_factor(
+                                t.and_then(|t| t.partitions.first())
+                                    .map_or(topic.replication_factor, |p| p.replicas.len() as i16),
+                            );
                     }
                     if version >= 7 {
                         res = res.with_topic_id(topic_uuid(&topic.id));
@@ -371,7 +377,10 @@ impl Broker {
                 } else {
                     refuse(
                         ResponseError::InvalidPartitions,
-                        format!("topic {name:?} is unknown or already has {} or more partitions", t.count),
+                        format!(
+                            "topic {name:?} is unknown or already has {} or more partitions",
+                            t.count
+                        ),
                     )
                 });
                 continue;
@@ -441,7 +450,10 @@ impl Broker {
         if let Some(id) = self.next_cluster_producer_id() {
             return resp.with_producer_id(ProducerId(id)).with_producer_epoch(0);
         }
-        match node.allocate_producer_ids(crate::broker::PRODUCER_ID_BLOCK).await {
+        match node
+            .allocate_producer_ids(crate::broker::PRODUCER_ID_BLOCK)
+            .await
+        {
             Ok(start) => {
                 self.refill_producer_ids(start);
                 match self.next_cluster_producer_id() {
@@ -458,7 +470,11 @@ impl Broker {
 
     /// The coordinator of `group`: the leader of its `__consumer_offsets` partition, creating
     /// the topic (replicated) on first use. `None` while there is none.
-    pub(crate) async fn group_coordinator(&self, node: &ClusterNode, group: &str) -> Option<(i32, String, i32)> {
+    pub(crate) async fn group_coordinator(
+        &self,
+        node: &ClusterNode,
+        group: &str,
+    ) -> Option<(i32, String, i32)> {
         let mut image = node.image();
         if !image.topics.contains_key(store::TOPIC) {
             let live = image.active_brokers().count().max(1) as i16;
@@ -473,7 +489,12 @@ impl Broker {
                     ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
                 ]),
             };
-            if let Err(e) = node.propose(Command::CreateTopics { topics: vec![topic] }).await {
+            if let Err(e) = node
+                .propose(Command::CreateTopics {
+                    topics: vec![topic],
+                })
+                .await
+            {
                 tracing::warn!("creating {}: {e}", store::TOPIC);
             }
             image = node.image();

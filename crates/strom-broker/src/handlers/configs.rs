@@ -205,7 +205,8 @@ impl Broker {
             return match node.propose(cmd).await {
                 Ok(strom_controller::Outcome::Done) => Ok(()),
                 Ok(strom_controller::Outcome::Refused(r)) => Err((
-                    ResponseError::try_from_code(r.code).unwrap_or(ResponseError::UnknownServerError),
+                    ResponseError::try_from_code(r.code)
+                        .unwrap_or(ResponseError::UnknownServerError),
                     r.message,
                 )),
                 Ok(other) => Err((ResponseError::UnknownServerError, format!("{other:?}"))),
@@ -253,18 +254,16 @@ impl Broker {
                     .with_resource_name(res.resource_name.clone());
                 let result = self
                     .check_alterable(res.resource_type, &name)
-                    .and_then(|_| {
+                    .map(|_| {
                         // AlterConfigs replaces the whole override set.
-                        let overrides: BTreeMap<String, String> = res
-                            .configs
+                        res.configs
                             .iter()
                             .filter_map(|c| {
                                 c.value
                                     .as_ref()
                                     .map(|v| (c.name.to_string(), v.to_string()))
                             })
-                            .collect();
-                        Ok(overrides)
+                            .collect::<BTreeMap<String, String>>()
                     });
                 let result = match result {
                     Ok(o) => self.apply_topic_overrides(&name, &o, r.validate_only).await,

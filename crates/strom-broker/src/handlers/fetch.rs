@@ -82,7 +82,8 @@ impl Broker {
                 if follower {
                     // The fetch offset is the follower's log end: it may move the high
                     // watermark, or qualify the follower to rejoin the ISR.
-                    let outcome = part.with_leader_state(|ls| ls.on_fetch(replica, p.fetch_offset, now));
+                    let outcome =
+                        part.with_leader_state(|ls| ls.on_fetch(replica, p.fetch_offset, now));
                     if let Some((hw, proposal)) = outcome {
                         if let Some(hw) = hw {
                             part.log.set_high_watermark(hw);
@@ -90,7 +91,8 @@ impl Broker {
                         }
                         if let (Some(isr), Some(node)) = (proposal, self.cluster()) {
                             tracing::info!(topic = %name, partition = p.partition, ?isr, "expanding the ISR");
-                            node.clone().alter_isr(name.clone(), p.partition, part.clone(), isr);
+                            node.clone()
+                                .alter_isr(name.clone(), p.partition, part.clone(), isr);
                         }
                     }
                     if p.fetch_offset > part.log.log_end_offset() {

@@ -290,6 +290,9 @@ enum BenchCommand {
     /// Producer, consumer and end-to-end throughput and latency against a cluster.
     #[command(flatten)]
     Client(strom::bench_client::ClientBench),
+    /// acks=all on replication factor 3 against acks=1 on replication factor 1, on a local
+    /// cluster of `strom server` processes that this command starts and stops.
+    Replication(strom::bench_cluster::ReplicationBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -587,10 +590,12 @@ fn main() -> ExitCode {
         Command::Server(_) | Command::Bench { .. } => "info",
         _ => "warn",
     };
-    // openraft narrates every vote and heartbeat at info; keep it to warnings unless asked.
+    // openraft narrates every vote and heartbeat at info, and repeats an unreachable peer's
+    // error twice a second; Strom logs what matters (elections, fencing) itself. RUST_LOG with
+    // an `openraft` directive shows it all.
     let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.to_string());
     if !filter.contains("openraft") {
-        filter.push_str(",openraft=warn");
+        filter.push_str(",openraft=error,openraft::replication=off");
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -654,6 +659,9 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::Client(b),
         } => cli::block_on(async move { strom::bench_client::run(b).await.map(|_| ()) }),
+        Command::Bench {
+            what: BenchCommand::Replication(b),
+        } => cli::block_on(async move { strom::bench_cluster::run(b).await.map(|_| ()) }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -205,6 +205,8 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// `delivery.timeout.ms`: give up on a record this long after `send`.
     pub delivery_timeout: Duration,
+    /// `retries`: how often a failed batch is sent again (within `delivery.timeout.ms`; 0: never).
+    pub retries: u32,
     /// `max.in.flight.requests.per.connection` (at most 5 with idempotence).
     pub max_in_flight: usize,
     /// `enable.idempotence` (default true): no duplicates or reordering on retry.
@@ -243,6 +245,7 @@ impl ProducerConfig {
             buffer_memory: 32 << 20,
             compression: Compression::None,
             delivery_timeout: Duration::from_secs(120),
+            retries: u32::MAX,
             max_in_flight: 5,
             idempotence: true,
             max_request_size: 1 << 20,
@@ -279,12 +282,8 @@ impl ProducerConfig {
             "max.request.size" => self.max_request_size = parse(key, value)?,
             "max.block.ms" => self.max_block = ms(key, value)?,
             "allow.auto.create.topics" => self.allow_auto_create_topics = boolean(key, value)?,
-            "retries" => {
-                // Retries are bounded by delivery.timeout.ms, as in Kafka; 0 turns them off.
-                if parse::<u64>(key, value)? == 0 {
-                    self.delivery_timeout = self.delivery_timeout.min(self.client.request_timeout);
-                }
-            }
+            // Also bounded by delivery.timeout.ms, as in Kafka.
+            "retries" => self.retries = parse::<u64>(key, value)?.min(u32::MAX as u64) as u32,
             "partitioner.class" => {
                 self.partitioner = match value.trim() {
                     "default" | "" => Arc::new(DefaultPartitioner::default()),
@@ -342,6 +341,11 @@ impl ProducerConfig {
         if self.idempotence && self.acks != Acks::All {
             return Err(Error::Config(
                 "enable.idempotence=true requires acks=all (set enable.idempotence=false for acks 0 or 1)".into(),
+            ));
+        }
+        if self.idempotence && self.retries == 0 {
+            return Err(Error::Config(
+                "enable.idempotence=true requires retries > 0 (set enable.idempotence=false to turn retries off)".into(),
             ));
         }
         if self.idempotence && !(1..=5).contains(&self.max_in_flight) {

@@ -136,6 +136,8 @@ struct Sealed {
     created: Instant,
     base_sequence: i32,
     retry_at: Option<Instant>,
+    /// Failed attempts so far (`retries` bounds them).
+    failures: u32,
     /// Whether it ever left for a broker (if so, a failure may hide a write that happened).
     sent: bool,
 }
@@ -449,6 +451,7 @@ fn seal(q: &mut PartQueue, tp: &TopicPartition, idempotent: bool) {
             created: f.created,
             base_sequence,
             retry_at: None,
+            failures: 0,
             sent: false,
         });
     }
@@ -860,7 +863,12 @@ impl Sender {
                     // Out of order behind an earlier batch that failed: it follows that one.
                     let behind =
                         code == Some(ResponseError::OutOfOrderSequenceNumber) && !lost_state;
-                    let retriable = e.is_retriable() || behind || lost_state;
+                    // With idempotence, renumbering after a lost state is part of delivery, not
+                    // a retry the application limited.
+                    let retriable = (e.is_retriable() || behind || lost_state)
+                        && (b.failures < cfg.retries || (idempotent && (behind || lost_state)));
+                    let mut b = b;
+                    b.failures = b.failures.saturating_add(1);
                     if retriable && !expired {
                         if lost_state {
                             tracing::info!(partition = %b.tp, error = %e, "the broker lost this producer's sequence state; bumping the epoch");

@@ -12,8 +12,10 @@
 
 pub use strom_broker as broker;
 pub use strom_client as client;
+pub use strom_controller as controller;
 pub use strom_log as log;
 
 pub mod bench;
 pub mod bench_client;
+pub mod bench_cluster;
 pub mod cli;

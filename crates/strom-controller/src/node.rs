@@ -47,6 +47,7 @@ pub struct ControllerConfig {
 /// A running controller node.
 pub struct Controller {
     config: ControllerConfig,
+    local_addr: std::net::SocketAddr,
     raft: Raft<TypeConfig>,
     sm: StateMachine,
     sessions: Mutex<HashMap<i32, Instant>>,
@@ -83,6 +84,9 @@ impl Controller {
         let listener = TcpListener::bind(&addr).await.map_err(|e| {
             Error::Config(format!("cannot listen on {addr} for the controller: {e}"))
         })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("controller listener: {e}")))?;
         let log = LogStore::open(&config.dir)?;
         let sm = StateMachine::open(&config.dir)?;
         let hb = config.raft_heartbeat.as_millis().max(10) as u64;
@@ -119,6 +123,7 @@ impl Controller {
         let (stop, _) = watch::channel(false);
         let c = Arc::new(Controller {
             config,
+            local_addr,
             raft,
             sm,
             sessions: Mutex::new(HashMap::new()),
@@ -127,6 +132,11 @@ impl Controller {
         tokio::spawn(c.clone().serve(listener));
         tokio::spawn(c.clone().duties());
         Ok(c)
+    }
+
+    /// The address the controller listener is bound to.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
     }
 
     /// Follows the metadata image as it is applied on this node.
@@ -230,14 +240,19 @@ impl Controller {
     }
 
     async fn connection(self: Arc<Self>, mut s: TcpStream) {
+        let mut stop = self.stop.subscribe();
         loop {
-            let req: Request = match read_frame(&mut s).await {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!("controller connection closed: {e}");
-                    return;
-                }
+            let req: Request = tokio::select! {
+                r = read_frame(&mut s) => match r {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!("controller connection closed: {e}");
+                        return;
+                    }
+                },
+                // A stopped node closes its connections: peers reconnect to its successor.
+                _ = stop.changed() => return,
             };
             let resp = match req {
                 Request::AppendEntries(r) => {

@@ -122,10 +122,19 @@ pub async fn read_frame<T: for<'de> Deserialize<'de>>(
             "frame of {len} bytes exceeds {MAX_FRAME}"
         )));
     }
-    let mut buf = vec![0u8; len];
-    s.read_exact(&mut buf)
+    // Grown as bytes arrive: a length prefix alone allocates nothing.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *s)
+        .take(len as u64)
+        .read_to_end(&mut buf)
         .await
         .map_err(|e| Error::Peer(e.to_string()))?;
+    if buf.len() != len {
+        return Err(Error::Peer(format!(
+            "frame cut short: {} of {len} bytes",
+            buf.len()
+        )));
+    }
     decode(&buf).map(Some)
 }
 

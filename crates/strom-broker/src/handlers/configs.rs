@@ -252,19 +252,17 @@ impl Broker {
                 let out = alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
                     .with_resource_name(res.resource_name.clone());
-                let result = self
-                    .check_alterable(res.resource_type, &name)
-                    .map(|_| {
-                        // AlterConfigs replaces the whole override set.
-                        res.configs
-                            .iter()
-                            .filter_map(|c| {
-                                c.value
-                                    .as_ref()
-                                    .map(|v| (c.name.to_string(), v.to_string()))
-                            })
-                            .collect::<BTreeMap<String, String>>()
-                    });
+                let result = self.check_alterable(res.resource_type, &name).map(|_| {
+                    // AlterConfigs replaces the whole override set.
+                    res.configs
+                        .iter()
+                        .filter_map(|c| {
+                            c.value
+                                .as_ref()
+                                .map(|v| (c.name.to_string(), v.to_string()))
+                        })
+                        .collect::<BTreeMap<String, String>>()
+                });
                 let result = match result {
                     Ok(o) => self.apply_topic_overrides(&name, &o, r.validate_only).await,
                     Err(e) => Err(e),

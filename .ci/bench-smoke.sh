@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `strom bench produce|consume|e2e` against a real `strom server`: each prints a summary, and
-# --json output parses. Debug build, small numbers: this checks the commands, not the figures.
+# --json output parses; `strom bench replication` on the 3-node cluster it starts itself. Debug
+# build, small numbers: this checks the commands, not the figures.
 set -euo pipefail
 bin="${1:?usage: bench-smoke.sh PATH-TO-strom}"
 work=$(mktemp -d)
@@ -16,3 +17,5 @@ for mode in produce consume e2e; do
   grep -q "rec/s" "$work/$mode.txt" || { echo "bench $mode printed no summary"; exit 1; }
 done
 "$bin" bench produce --records 5000 --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["records"]==5000, d'
+"$bin" bench replication --records 20000 --record-size 512 --no-progress --dir "$work" | tee "$work/replication.txt"
+grep -q '^(b)/(a) ' "$work/replication.txt" || { echo "bench replication printed no ratio"; exit 1; }

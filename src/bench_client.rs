@@ -112,7 +112,7 @@ fn parse_codec(s: &str) -> Result<Compression, String> {
 
 impl BenchArgs {
     /// Refuses settings that cannot run.
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.records == 0 && self.duration.is_none() {
             return Err("--records must be at least 1".into());
         }
@@ -132,7 +132,8 @@ impl BenchArgs {
         self.duration.map(Into::into)
     }
 
-    fn producer_config(&self) -> ProducerConfig {
+    /// The producer settings every producer of the run gets.
+    pub(crate) fn producer_config(&self) -> ProducerConfig {
         let mut cfg = ProducerConfig::new(&self.brokers)
             .acks(self.acks)
             .compression(self.compression);
@@ -233,7 +234,7 @@ impl BenchSummary {
 }
 
 /// `1234567.8` → `1,234,568`.
-fn thousands(x: f64) -> String {
+pub(crate) fn thousands(x: f64) -> String {
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -276,7 +277,7 @@ pub async fn run(cmd: ClientBench) -> Result<BenchSummary, String> {
     };
     args.check()?;
     let summary = match mode {
-        "produce" => produce(&args).await?,
+        "produce" => produce(&args, "produce").await?,
         "consume" => consume(&args).await?,
         _ => e2e(&args).await?,
     };
@@ -731,7 +732,14 @@ fn records_target(args: &BenchArgs) -> Option<u64> {
     }
 }
 
-async fn produce(args: &BenchArgs) -> Result<BenchSummary, String> {
+/// The produce benchmark with `args`, for commands that compare runs (`strom bench
+/// replication`): returns the summary without printing it. `label` prefixes the progress bar.
+pub async fn produce_run(args: &BenchArgs, label: &str) -> Result<BenchSummary, String> {
+    args.check()?;
+    produce(args, label).await
+}
+
+async fn produce(args: &BenchArgs, label: &str) -> Result<BenchSummary, String> {
     let admin = connect_admin(args).await?;
     ensure_topic(&admin, args).await?;
     let meter = Arc::new(Meter::default());
@@ -739,7 +747,7 @@ async fn produce(args: &BenchArgs) -> Result<BenchSummary, String> {
     let result = run_producers(args, records_target(args), false, meter.clone(), |_| {
         progress = Some(Progress::start(
             args.progress_wanted(),
-            "produce",
+            label,
             args.records,
             args.duration(),
             meter.clone(),

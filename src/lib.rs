@@ -17,4 +17,5 @@ pub use strom_log as log;
 
 pub mod bench;
 pub mod bench_client;
+pub mod bench_cluster;
 pub mod cli;

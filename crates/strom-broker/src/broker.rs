@@ -49,19 +49,35 @@ pub struct ReplicaState {
 /// One partition as the broker sees it: the log plus its replication state. On a single node
 /// the broker leads every partition and the in-sync set is the broker itself, so the high
 /// watermark follows the log end. In a cluster the leader keeps a [`LeaderState`] (follower
-/// log ends, ISR proposals) that decides the high watermark.
+/// log ends, ISR proposals) that decides the high watermark, and a replica without one never
+/// moves it.
+///
+/// Appends hold the replication state's read lock from the role check to the high-watermark
+/// update, and role changes take its write lock: an append is either wholly in the old role
+/// or refused (Kafka's `leaderIsrUpdateLock`). Lock order: `state`, then `leader_state`.
 #[derive(Debug)]
 pub struct Partition {
     /// The partition's log.
     pub log: Arc<PartitionLog>,
+    clustered: bool,
     state: RwLock<ReplicaState>,
     leader_state: Mutex<Option<LeaderState>>,
+}
+
+/// Why an append as leader or follower did not happen.
+#[derive(Debug)]
+pub enum AppendRefused {
+    /// The partition's role or epoch is no longer the one the caller acted on.
+    NotInRole,
+    /// The log refused the batches.
+    Log(strom_log::Error),
 }
 
 impl Partition {
     fn single(log: Arc<PartitionLog>, node: i32) -> Self {
         Partition {
             log,
+            clustered: false,
             state: RwLock::new(ReplicaState {
                 role: Role::Leader,
                 leader: node,
@@ -78,6 +94,7 @@ impl Partition {
     pub(crate) fn replica(log: Arc<PartitionLog>) -> Self {
         Partition {
             log,
+            clustered: true,
             state: RwLock::new(ReplicaState {
                 role: Role::Follower,
                 leader: -1,
@@ -101,8 +118,10 @@ impl Partition {
         (s.role, s.leader_epoch)
     }
 
+    /// Replaces the role (waits for appends in flight under the old one).
     pub(crate) fn set_state(&self, state: ReplicaState, leader_state: Option<LeaderState>) {
-        *self.state.write() = state;
+        let mut st = self.state.write();
+        *st = state;
         *self.leader_state.lock() = leader_state;
     }
 
@@ -116,27 +135,106 @@ impl Partition {
 
     /// In-sync replicas the leader counts for `min.insync.replicas`.
     pub fn isr_len(&self) -> usize {
+        let st = self.state.read();
         match &*self.leader_state.lock() {
             Some(ls) => ls.isr().len(),
-            None => self.state.read().isr.len(),
+            None => st.isr.len(),
         }
     }
 
+    /// Appends client batches as the leader, in `epoch` if given (else the current one), and
+    /// moves the high watermark. Returns what was stored and the epoch it was stored in.
+    pub fn append_as_leader(
+        &self,
+        records: &mut [u8],
+        epoch: Option<i32>,
+    ) -> Result<(strom_log::AppendInfo, i32), AppendRefused> {
+        let st = self.state.read();
+        if st.role != Role::Leader || epoch.is_some_and(|e| e != st.leader_epoch) {
+            return Err(AppendRefused::NotInRole);
+        }
+        let info = self
+            .log
+            .append(records, strom_log::AppendOptions::leader(st.leader_epoch))
+            .map_err(AppendRefused::Log)?;
+        if !info.duplicate {
+            self.advance_high_watermark();
+        }
+        Ok((info, st.leader_epoch))
+    }
+
+    /// Appends batches copied from `leader` in `epoch`, if this replica still follows it in
+    /// that epoch (`Ok(None)` otherwise: a late answer from a deposed leader is dropped).
+    pub(crate) fn append_as_follower(
+        &self,
+        records: &mut [u8],
+        leader: i32,
+        epoch: i32,
+    ) -> Result<Option<strom_log::AppendInfo>, strom_log::Error> {
+        let st = self.state.read();
+        if st.role != Role::Follower || st.leader != leader || st.leader_epoch != epoch {
+            return Ok(None);
+        }
+        self.log
+            .append(records, strom_log::AppendOptions::replica())
+            .map(Some)
+    }
+
+    /// Truncates to `offset` if this replica still follows `leader` in `epoch`.
+    pub(crate) fn truncate_as_follower(
+        &self,
+        offset: i64,
+        leader: i32,
+        epoch: i32,
+    ) -> Result<bool, strom_log::Error> {
+        let st = self.state.read();
+        if st.role != Role::Follower || st.leader != leader || st.leader_epoch != epoch {
+            return Ok(false);
+        }
+        self.log.truncate_to(offset)?;
+        Ok(true)
+    }
+
     /// Moves the high watermark after an append: on a single node to the log end, in a
-    /// cluster to the smallest log end among the in-sync replicas. Returns whether it moved.
+    /// cluster (leader only) to the smallest log end among the in-sync replicas. Returns
+    /// whether it moved.
     pub fn update_high_watermark(&self) -> bool {
+        let _st = self.state.read();
+        self.advance_high_watermark()
+    }
+
+    /// The body of [`Partition::update_high_watermark`], with the state lock held.
+    fn advance_high_watermark(&self) -> bool {
         let leo = self.log.log_end_offset();
-        let hw = match &mut *self.leader_state.lock() {
+        let mut ls = self.leader_state.lock();
+        let hw = match &mut *ls {
             Some(ls) => ls.on_append(leo),
-            None => (self.log.high_watermark() < leo).then_some(leo),
+            None if !self.clustered => (self.log.high_watermark() < leo).then_some(leo),
+            // A replica without leader state never moves the high watermark itself.
+            None => None,
         };
         match hw {
             Some(hw) => {
-                self.log.set_high_watermark(hw);
+                self.log.advance_high_watermark(hw);
                 true
             }
             None => false,
         }
+    }
+
+    /// Runs `f` on the leader state and stores the high watermark it returns, under its lock
+    /// (so racing updates are applied in order).
+    pub(crate) fn leader_update<T>(
+        &self,
+        f: impl FnOnce(&mut LeaderState) -> (Option<i64>, T),
+    ) -> Option<(bool, T)> {
+        let mut ls = self.leader_state.lock();
+        let ls = ls.as_mut()?;
+        let (hw, out) = f(ls);
+        if let Some(hw) = hw {
+            self.log.advance_high_watermark(hw);
+        }
+        Some((hw.is_some(), out))
     }
 }
 
@@ -144,6 +242,10 @@ impl Partition {
 struct ClusterFile {
     cluster_id: String,
     node_id: i32,
+    /// The metadata quorum's cluster id, once this data directory joined one: metadata from
+    /// another cluster never deletes its data.
+    #[serde(default)]
+    quorum_cluster_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -236,6 +338,7 @@ impl Broker {
                     &ClusterFile {
                         cluster_id: id.clone(),
                         node_id: config.node_id,
+                        quorum_cluster_id: None,
                     },
                 )?;
                 id
@@ -356,6 +459,25 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Binds this data directory to the quorum's cluster `id` on first contact; returns whether
+    /// the directory belongs to that cluster (so metadata from it may delete local data).
+    pub(crate) fn bind_cluster(&self, id: &str) -> bool {
+        let path = self.config.data_dir.join("cluster.json");
+        let Ok(Some(mut file)) = read_json::<ClusterFile>(&path) else {
+            return false;
+        };
+        match &file.quorum_cluster_id {
+            Some(bound) => bound == id,
+            None => {
+                file.quorum_cluster_id = Some(id.to_string());
+                if let Err(e) = write_json(&path, &file) {
+                    tracing::error!("recording the cluster id: {e}");
+                }
+                false
+            }
+        }
     }
 
     /// Deletes the local copy of a topic (deleted in the cluster).

@@ -43,6 +43,8 @@ pub mod code {
     pub const INELIGIBLE_REPLICA: i16 = 107;
     /// The partition epoch in the request is old.
     pub const INVALID_UPDATE_VERSION: i16 = 108;
+    /// Unexpected server error.
+    pub const INTERNAL: i16 = -1;
 }
 
 /// Most partitions a topic may have (every node applies a creation, so an absurd count must be
@@ -687,9 +689,36 @@ impl Image {
         Ok(())
     }
 
+    /// Whether a command would certainly be refused, judged on this image without changing
+    /// it: the active controller answers such proposals without writing them to the log.
+    pub fn precheck(&self, cmd: &Command) -> Option<Refusal> {
+        match cmd {
+            Command::AlterPartition {
+                topic,
+                partition,
+                leader,
+                broker_epoch,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => self
+                .check_alter(
+                    topic,
+                    *partition,
+                    *leader,
+                    *broker_epoch,
+                    *leader_epoch,
+                    *partition_epoch,
+                    isr,
+                )
+                .err(),
+            _ => None,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
-    fn alter_partition(
-        &mut self,
+    fn check_alter(
+        &self,
         topic: &str,
         partition: i32,
         leader: i32,
@@ -697,16 +726,11 @@ impl Image {
         leader_epoch: i32,
         partition_epoch: i32,
         isr: &[i32],
-    ) -> Result<PartitionInfo, Refusal> {
+    ) -> Result<(), Refusal> {
         if self.brokers.get(&leader).map(|b| b.epoch) != Some(broker_epoch) {
             return Err(refuse(code::STALE_BROKER_EPOCH, "stale broker epoch"));
         }
-        let active: BTreeSet<i32> = self.active_brokers().map(|b| b.id).collect();
-        let Some(p) = self
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
-        else {
+        let Some(p) = self.partition(topic, partition) else {
             return Err(refuse(
                 code::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("unknown partition {topic}-{partition}"),
@@ -729,13 +753,43 @@ impl Image {
         }
         if let Some(r) = isr
             .iter()
-            .find(|r| !p.isr.contains(r) && !active.contains(r))
+            .find(|r| !p.isr.contains(r) && !self.electable(**r))
         {
             return Err(refuse(
                 code::INELIGIBLE_REPLICA,
                 format!("replica {r} is fenced or shutting down"),
             ));
         }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alter_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+        broker_epoch: u64,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[i32],
+    ) -> Result<PartitionInfo, Refusal> {
+        self.check_alter(
+            topic,
+            partition,
+            leader,
+            broker_epoch,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        )?;
+        let Some(p) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+        else {
+            return Err(refuse(code::INTERNAL, "partition vanished"));
+        };
         let mut new: Vec<i32> = p
             .replicas
             .iter()

@@ -158,8 +158,15 @@ impl Controller {
             .map(|l| l as i32)
     }
 
+    /// Raft leader, and heard from a quorum recently: an isolated ex-leader (openraft does
+    /// not step down by itself) stops acting as the controller once its quorum acks age.
     fn is_active(&self) -> bool {
-        self.active_controller() == Some(self.config.node_id)
+        let m = self.raft.metrics().borrow().clone();
+        let fresh = m
+            .millis_since_quorum_ack
+            .is_some_and(|ms| ms <= self.config.raft_heartbeat.as_millis() as u64 * 8);
+        m.current_leader == Some(raft_id(self.config.node_id))
+            && (fresh || self.config.voters.len() == 1)
     }
 
     /// Stops the listener and Raft.
@@ -170,6 +177,15 @@ impl Controller {
 
     /// Appends `cmd` to the metadata log (on the active controller) and returns its outcome.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, NotController> {
+        // A change that would certainly be refused is answered without a log entry (leaders
+        // retry ISR changes often while a replica is still fenced). Apply checks again.
+        if self.is_active() {
+            if let Some(r) = self.image().precheck(&cmd) {
+                if let Command::AlterPartition { .. } = cmd {
+                    return Ok(Outcome::Partition(Err(r)));
+                }
+            }
+        }
         match self.raft.client_write(cmd).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(NotController {

@@ -167,7 +167,12 @@ impl Peer {
 
     /// Sends `req` and waits for the response, within `timeout`.
     pub async fn call(&self, req: &Request, timeout: Duration) -> Result<Response, Error> {
-        let mut guard = self.stream.lock().await;
+        let start = Instant::now();
+        // Waiting for the connection counts against the timeout too.
+        let mut guard = tokio::time::timeout(timeout, self.stream.lock())
+            .await
+            .map_err(|_| Error::Peer(format!("{} is busy for {timeout:?}", self.addr)))?;
+        let timeout = timeout.saturating_sub(start.elapsed());
         let attempt = async {
             if guard.is_none() {
                 let s = TcpStream::connect(&self.addr)
@@ -344,9 +349,9 @@ impl QuorumClient {
                     let moved = nc.leader.filter(|l| l != id);
                     *self.hint.lock() = moved;
                     last_error = format!("node {id} is not the active controller");
-                    if moved.is_none() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    // Two stale nodes may point at each other: never spin.
+                    let pause = if moved.is_some() { 10 } else { 50 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 Ok(r) => {
                     *self.hint.lock() = Some(*id);

@@ -97,23 +97,51 @@ impl LogStore {
         let load = || -> StorageResult<LogInner> {
             let mut inner = LogInner {
                 vote: read_json(&dir.join("vote.json"))?,
-                committed: read_json(&dir.join("committed.json"))?,
+                // Only a hint (re-applying after an election is always possible): a torn
+                // write of it is as good as none.
+                committed: read_json(&dir.join("committed.json")).ok().flatten(),
                 last_purged: read_json::<PurgedFile>(&dir.join("purged.json"))?
                     .and_then(|p| p.last_purged),
                 ..LogInner::default()
             };
-            match std::fs::read_to_string(dir.join("log.jsonl")) {
-                Ok(text) => {
-                    for line in text.lines() {
-                        // A torn last line (crash during append) was never acknowledged.
-                        let Ok(e) = serde_json::from_str::<Entry<TypeConfig>>(line) else {
-                            break;
-                        };
+            let path = dir.join("log.jsonl");
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(io_err(e)),
+            };
+            let mut valid = 0usize;
+            let mut rest = &bytes[..];
+            while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+                let line = &rest[..nl];
+                match serde_json::from_slice::<Entry<TypeConfig>>(line) {
+                    Ok(e) => {
                         inner.entries.insert(e.log_id.index, e);
                     }
+                    Err(e) => {
+                        return Err(io_err(format!(
+                            "{} is corrupt at byte {valid}: {e}",
+                            path.display()
+                        )))
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(e)),
+                valid += nl + 1;
+                rest = &rest[nl + 1..];
+            }
+            if valid < bytes.len() {
+                // A torn last line (a crash during an append that was never acknowledged):
+                // cut it off, or the next append would be glued to it.
+                tracing::warn!(
+                    path = %path.display(),
+                    bytes = bytes.len() - valid,
+                    "dropping a torn entry at the end of the metadata log"
+                );
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err)?;
+                f.set_len(valid as u64).map_err(io_err)?;
+                f.sync_all().map_err(io_err)?;
             }
             Ok(inner)
         };
@@ -200,13 +228,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             out.push(b'\n');
             inner.entries.insert(e.log_id.index, e);
         }
-        let result = (|| {
+        let result = (|| -> std::io::Result<()> {
+            let path = self.dir.join("log.jsonl");
+            let created = !path.exists();
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(self.dir.join("log.jsonl"))?;
+                .open(&path)?;
             f.write_all(&out)?;
-            f.sync_data()
+            f.sync_data()?;
+            if created {
+                std::fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         let failed = result.as_ref().err().map(|e| e.to_string());
         callback.log_io_completed(result);
@@ -291,30 +325,41 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let file = {
-            let mut inner = self.inner.lock();
-            inner.snapshot_seq += 1;
-            let id = format!(
-                "{}-{}",
-                inner.last_applied.map_or(0, |l| l.index),
-                inner.snapshot_seq
-            );
-            SnapshotFile {
-                meta: SnapshotMeta {
-                    last_log_id: inner.last_applied,
-                    last_membership: inner.membership.clone(),
-                    snapshot_id: id,
-                },
-                image: inner.image.clone(),
+        // Built and written under the state machine's lock: a snapshot installed meanwhile
+        // (a lagging follower catching up) is never overwritten by an older one.
+        let mut inner = self.inner.lock();
+        let newer = inner
+            .snapshot
+            .as_ref()
+            .filter(|s| s.meta.last_log_id >= inner.last_applied)
+            .cloned();
+        let file = match newer {
+            Some(f) => f,
+            None => {
+                inner.snapshot_seq += 1;
+                let id = format!(
+                    "{}-{}",
+                    inner.last_applied.map_or(0, |l| l.index),
+                    inner.snapshot_seq
+                );
+                let file = SnapshotFile {
+                    meta: SnapshotMeta {
+                        last_log_id: inner.last_applied,
+                        last_membership: inner.membership.clone(),
+                        snapshot_id: id,
+                    },
+                    image: inner.image.clone(),
+                };
+                let bytes = serde_json::to_vec(&file).map_err(io_err)?;
+                write_atomic(&self.dir.join("snapshot.json"), &bytes).map_err(io_err)?;
+                inner.snapshot = Some(file.clone());
+                file
             }
         };
-        let bytes = serde_json::to_vec(&file).map_err(io_err)?;
-        write_atomic(&self.dir.join("snapshot.json"), &bytes).map_err(io_err)?;
+        drop(inner);
         let data = serde_json::to_vec(&file.image).map_err(io_err)?;
-        let meta = file.meta.clone();
-        self.inner.lock().snapshot = Some(file);
         Ok(Snapshot {
-            meta,
+            meta: file.meta,
             snapshot: Box::new(Cursor::new(data)),
         })
     }
@@ -384,9 +429,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             image: image.clone(),
         };
         let bytes = serde_json::to_vec(&file).map_err(io_err)?;
-        write_atomic(&self.dir.join("snapshot.json"), &bytes).map_err(io_err)?;
         {
             let mut inner = self.inner.lock();
+            write_atomic(&self.dir.join("snapshot.json"), &bytes).map_err(io_err)?;
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
             inner.image = image.clone();

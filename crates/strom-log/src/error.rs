@@ -71,6 +71,14 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A leader append in an epoch older than the log's latest: the appender was deposed.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    StaleLeaderEpoch {
+        /// The epoch the append was made in.
+        epoch: i32,
+        /// The latest epoch in the log.
+        latest: i32,
+    },
     /// An idempotent producer skipped or reordered sequence numbers.
     #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
     OutOfOrderSequence {

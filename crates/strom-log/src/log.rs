@@ -374,6 +374,13 @@ impl PartitionLog {
         self.high_watermark.store(hw, Ordering::Release);
     }
 
+    /// Moves the high watermark forward to `hw` (clamped to the log), never backwards: the
+    /// leader's path, where racing updates must not undo one another.
+    pub fn advance_high_watermark(&self, hw: i64) {
+        let hw = hw.clamp(self.log_start_offset(), self.log_end_offset());
+        self.high_watermark.fetch_max(hw, Ordering::AcqRel);
+    }
+
     /// Offset below which all data and indexes are fsynced.
     pub fn recovery_point(&self) -> i64 {
         self.recovery_point.load(Ordering::Acquire)
@@ -426,6 +433,15 @@ impl PartitionLog {
         }
         let _w = self.writer.lock();
         self.check_open()?;
+        if opts.origin == Origin::Client {
+            let latest = self.state.lock().epochs.last().map(|&(e, _)| e);
+            if let Some(latest) = latest.filter(|l| opts.leader_epoch < *l) {
+                return Err(Error::StaleLeaderEpoch {
+                    epoch: opts.leader_epoch,
+                    latest,
+                });
+            }
+        }
         let leo = self.log_end_offset();
         let mut headers: Vec<(usize, BatchHeader)> = Vec::with_capacity(valid.len());
         let mut next = leo;

@@ -19,7 +19,6 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochReque
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
-use strom_log::AppendOptions;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -89,11 +88,14 @@ impl Fetcher {
     /// reconciled again.
     pub fn set_partitions(&self, wanted: BTreeMap<(String, i32), i32>) {
         let mut parts = self.parts.lock();
+        let before = parts.len();
         parts.retain(|k, _| wanted.contains_key(k));
+        let mut changed = parts.len() != before;
         for (k, epoch) in wanted {
             match parts.get_mut(&k) {
                 Some(f) if f.epoch == epoch => {}
                 Some(f) => {
+                    changed = true;
                     *f = Follow {
                         epoch,
                         truncated: false,
@@ -102,6 +104,7 @@ impl Fetcher {
                     }
                 }
                 None => {
+                    changed = true;
                     parts.insert(
                         k,
                         Follow {
@@ -115,7 +118,10 @@ impl Fetcher {
             }
         }
         drop(parts);
-        self.changed.notify_one();
+        if changed {
+            // Wakes the task, or cuts short a fetch parked on the leader for the old set.
+            self.changed.notify_one();
+        }
     }
 
     fn update(&self, key: &(String, i32), epoch: i32, f: impl FnOnce(&mut Follow)) {
@@ -157,11 +163,15 @@ impl Fetcher {
             let Some(c) = conn.as_mut() else { continue };
             let Some(b) = broker.upgrade() else { return };
             let result = if parts.iter().any(|(_, f)| !f.truncated) {
-                self.reconcile(&b, c, me, &parts).await
+                self.reconcile(&b, c, me, &parts).await.map(|()| true)
             } else {
                 self.fetch(&b, c, me, &parts, max_wait).await
             };
             drop(b);
+            if let Ok(false) = result {
+                // Interrupted: the connection has a response in flight; start afresh at once.
+                conn = None;
+            }
             if let Err(e) = result {
                 tracing::debug!(leader = self.leader, "replica fetcher: {e}");
                 conn = None;
@@ -241,11 +251,13 @@ impl Fetcher {
                         if offset < leo {
                             tracing::info!(%topic, partition = p.partition, from = leo, to = offset, "truncating diverged records");
                         }
-                        part.log.truncate_to(offset)?;
-                        self.update(&key, follow.epoch, |f| {
-                            f.truncated = true;
-                            f.ask = None;
-                        });
+                        // Only while this replica still follows this leader in this epoch.
+                        if part.truncate_as_follower(offset, self.leader, follow.epoch)? {
+                            self.update(&key, follow.epoch, |f| {
+                                f.truncated = true;
+                                f.ask = None;
+                            });
+                        }
                     }
                     Truncation::Ask(e) => self.update(&key, follow.epoch, |f| f.ask = Some(e)),
                 }
@@ -254,6 +266,8 @@ impl Fetcher {
         Ok(())
     }
 
+    /// One Fetch from the leader, appended locally. `Ok(false)`: cut short because the
+    /// partition set changed (the connection must be dropped).
     async fn fetch(
         &self,
         broker: &Broker,
@@ -261,7 +275,7 @@ impl Fetcher {
         me: i32,
         parts: &[((String, i32), Follow)],
         max_wait: Duration,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<bool> {
         let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
         for ((topic, p), f) in parts {
             let Some(part) = broker.partition(topic, *p) else {
@@ -282,7 +296,7 @@ impl Fetcher {
         }
         if by_topic.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            return Ok(());
+            return Ok(true);
         }
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(me))
@@ -302,27 +316,36 @@ impl Fetcher {
                     })
                     .collect(),
             );
-        let resp = conn
-            .call(&req, 12, max_wait + Duration::from_secs(10))
-            .await?;
+        // A partition added meanwhile (a new topic, a leader change) should not wait for the
+        // leader's long poll of the old set: give up the request (and its connection).
+        let resp = tokio::select! {
+            r = conn.call(&req, 12, max_wait + Duration::from_secs(10)) => r?,
+            () = self.changed.notified() => return Ok(false),
+        };
         for t in resp.responses {
             let topic = t.topic.0.to_string();
             for p in t.partitions {
                 let key = (topic.clone(), p.partition_index);
-                let Some(follow) = parts.iter().find(|(k, _)| *k == key).map(|(_, f)| f) else {
+                // The follow set may have changed while the request was out (a new epoch, a
+                // new leader, reconciliation pending): act only on what still holds.
+                let current = self.parts.lock().get(&key).cloned();
+                let Some(follow) = current else { continue };
+                let sent = parts.iter().find(|(k, _)| *k == key).map(|(_, f)| f.epoch);
+                if sent != Some(follow.epoch) || !follow.truncated {
                     continue;
-                };
+                }
                 let Some(part) = broker.partition(&topic, p.partition_index) else {
                     continue;
                 };
-                if part.role_epoch().0 == Role::Leader {
-                    continue;
-                }
                 match ResponseError::try_from_code(p.error_code) {
                     None => {}
                     Some(ResponseError::OffsetOutOfRange) => {
-                        // Reconcile again: the leader's log is shorter than ours.
-                        self.update(&key, follow.epoch, |f| f.truncated = false);
+                        // Reconcile again (our log may be ahead of the leader's); wait a little
+                        // in case it is behind the leader's log start instead.
+                        self.update(&key, follow.epoch, |f| {
+                            f.truncated = false;
+                            f.backoff_until = Some(Instant::now() + Duration::from_millis(500));
+                        });
                         continue;
                     }
                     Some(e) => {
@@ -339,10 +362,15 @@ impl Fetcher {
                     let whole = strom_log::batch::whole_batches_len(&buf);
                     buf.truncate(whole);
                     if !buf.is_empty() {
-                        if let Err(e) = part.log.append(&mut buf, AppendOptions::replica()) {
-                            tracing::warn!(%topic, partition = p.partition_index, "replica append failed: {e}");
-                            self.update(&key, follow.epoch, |f| f.truncated = false);
-                            continue;
+                        match part.append_as_follower(&mut buf, self.leader, follow.epoch) {
+                            Ok(Some(_)) => {}
+                            // No longer following this leader in this epoch: drop the answer.
+                            Ok(None) => continue,
+                            Err(e) => {
+                                tracing::warn!(%topic, partition = p.partition_index, "replica append failed: {e}");
+                                self.update(&key, follow.epoch, |f| f.truncated = false);
+                                continue;
+                            }
                         }
                     }
                 }
@@ -352,11 +380,15 @@ impl Fetcher {
                     let _ = part.log.delete_records(p.log_start_offset);
                 }
                 let hw = p.high_watermark.min(part.log.log_end_offset());
-                if hw > part.log.high_watermark() {
+                let st = part.state();
+                if st.role == Role::Follower
+                    && st.leader == self.leader
+                    && hw > part.log.high_watermark()
+                {
                     part.log.set_high_watermark(hw);
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }

@@ -39,6 +39,8 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct ClusterNode {
     node_id: i32,
     quorum: QuorumClient,
+    /// Heartbeats on their own connections: never queued behind proposals.
+    hb_quorum: QuorumClient,
     controller: Option<Arc<Controller>>,
     image_tx: watch::Sender<Arc<Image>>,
     /// Registration epoch; 0 until registered.
@@ -98,6 +100,7 @@ impl ClusterNode {
         let node = Arc::new(ClusterNode {
             node_id: config.node_id,
             quorum: QuorumClient::new(&voters),
+            hb_quorum: QuorumClient::new(&voters),
             controller,
             image_tx,
             epoch: AtomicU64::new(0),
@@ -166,11 +169,23 @@ impl ClusterNode {
         };
         let target = img.version;
         if self.controller.is_none() {
-            self.image_tx.send_replace(Arc::new(img));
+            self.publish(img);
             return;
         }
         let mut rx = self.image_tx.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|i| i.version >= target)).await;
+    }
+
+    /// Publishes a fetched image unless a newer one is already there (broker-only nodes).
+    fn publish(&self, img: Image) {
+        self.image_tx.send_if_modified(|cur| {
+            if img.version > cur.version {
+                *cur = Arc::new(img);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Allocates a block of producer ids.
@@ -275,7 +290,7 @@ impl ClusterNode {
                 shutting_down: self.shutting_down.load(Ordering::Acquire),
             };
             drop(broker);
-            match self.quorum.heartbeat(hb, interval * 2).await {
+            match self.hb_quorum.heartbeat(hb, interval * 2).await {
                 Ok(r) if r.reregister => {
                     tracing::warn!(
                         "the controller does not know this incarnation: registering again"
@@ -329,13 +344,28 @@ impl ClusterNode {
                 broker.remove_local_topic(name);
             }
         }
-        if previous.version == 0 {
+        if previous.version == 0 && !img.cluster_id.is_empty() {
             // The first image applied is newer than this broker's registration: a local topic
-            // it does not know was deleted while this broker was away.
-            for (name, _) in broker.logs().topics() {
-                if !img.topics.contains_key(&name) {
+            // it does not know was deleted while this broker was away. Only for a data
+            // directory that already belonged to this cluster (a wrong quorum, or a wiped
+            // metadata log, must not delete data).
+            let strays: Vec<String> = broker
+                .logs()
+                .topics()
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !img.topics.contains_key(n))
+                .collect();
+            if broker.bind_cluster(&img.cluster_id) {
+                for name in strays {
                     broker.remove_local_topic(&name);
                 }
+            } else if !strays.is_empty() {
+                tracing::warn!(
+                    topics = ?strays,
+                    cluster = %img.cluster_id,
+                    "local topics unknown to this cluster are kept (the data directory was not part of it before)"
+                );
             }
         }
         let lag_max = broker.config().replica_lag_time_max_ms;
@@ -400,9 +430,7 @@ impl ClusterNode {
             if cur.role == Role::Leader && cur.leader_epoch == info.leader_epoch {
                 if cur.partition_epoch < info.partition_epoch {
                     part.update_state(|s| *s = next);
-                    if let Some(Some(hw)) = part.with_leader_state(|ls| ls.isr_committed(isr)) {
-                        part.log.set_high_watermark(hw);
-                    }
+                    part.leader_update(|ls| (ls.isr_committed(isr), ()));
                 }
                 return;
             }
@@ -541,37 +569,57 @@ impl ClusterNode {
                 isr: isr.iter().copied().collect(),
             };
             let result = self.quorum.propose(cmd, Duration::from_secs(5)).await;
-            let committed: BTreeSet<i32> = match result {
-                Ok(Outcome::Partition(Ok(info))) => {
-                    let now = part.state();
-                    if now.leader_epoch == st.leader_epoch
-                        && now.partition_epoch < info.partition_epoch
-                    {
-                        part.update_state(|s| {
-                            s.isr = info.isr.clone();
-                            s.partition_epoch = info.partition_epoch;
-                        });
+            if let Ok(Outcome::Partition(Ok(info))) = &result {
+                // Committed. Applied here unless the image already carried it (or newer).
+                let now = part.state();
+                if now.role == Role::Leader
+                    && now.leader_epoch == st.leader_epoch
+                    && info.partition_epoch > now.partition_epoch
+                {
+                    part.update_state(|s| {
+                        s.isr = info.isr.clone();
+                        s.partition_epoch = info.partition_epoch;
+                    });
+                    let isr: BTreeSet<i32> = info.isr.iter().copied().collect();
+                    part.leader_update(|ls| (ls.isr_committed(isr), ()));
+                    if let Some(b) = self.broker.upgrade() {
+                        b.appended.notify_waiters();
                     }
-                    info.isr.iter().copied().collect()
                 }
+                return;
+            }
+            let maybe_committed = match &result {
                 Ok(Outcome::Partition(Err(r))) => {
-                    tracing::debug!(%topic, partition, "ISR change refused: {}", refusal_error(&r));
-                    part.state().isr.iter().copied().collect()
+                    tracing::debug!(%topic, partition, "ISR change refused: {}", refusal_error(r));
+                    // Only a stale partition epoch can be the echo of an earlier copy of this
+                    // very proposal that committed; other refusals are definite.
+                    r.code == strom_controller::image::code::INVALID_UPDATE_VERSION
                 }
                 Ok(other) => {
                     tracing::warn!("unexpected outcome {other:?}");
-                    part.state().isr.iter().copied().collect()
+                    false
                 }
                 Err(e) => {
-                    tracing::debug!(%topic, partition, "ISR change not sent: {e}");
-                    part.state().isr.iter().copied().collect()
+                    tracing::debug!(%topic, partition, "ISR change not confirmed: {e}");
+                    true
                 }
             };
-            if part.state().leader_epoch != st.leader_epoch {
-                return;
-            }
-            if let Some(Some(hw)) = part.with_leader_state(|ls| ls.isr_committed(committed)) {
-                part.log.set_high_watermark(hw);
+            // Refused or unknown: a proposal sent twice (after a timeout) is refused as stale
+            // once the first copy committed, so the outcome is only known from the metadata.
+            // Until then the proposed replicas keep counting for the high watermark (the
+            // maximal ISR); if the metadata has not moved after a while, the change did not
+            // happen and the proposal is dropped.
+            // Not sooner than a moment later either: a leader re-proposes on every fetch.
+            tokio::time::sleep(if maybe_committed {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_millis(200)
+            })
+            .await;
+            let now = part.state();
+            if now.leader_epoch == st.leader_epoch && now.partition_epoch == st.partition_epoch {
+                let isr: BTreeSet<i32> = now.isr.iter().copied().collect();
+                part.leader_update(|ls| (ls.isr_committed(isr), ()));
                 if let Some(b) = self.broker.upgrade() {
                     b.appended.notify_waiters();
                 }

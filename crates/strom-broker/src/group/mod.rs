@@ -18,10 +18,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use strom_log::record::decode_records;
-use strom_log::{AppendOptions, BatchBuilder, Compression, ReadLimit, Record};
+use strom_log::{BatchBuilder, Compression, ReadLimit, Record};
 use tokio::sync::oneshot;
 
-use crate::broker::Partition;
+use crate::broker::{AppendRefused, Partition};
 use machine::{Answer, Coordinator, Effects, GroupConfig, Token};
 
 /// Milliseconds on the wall clock.
@@ -42,7 +42,9 @@ pub struct GroupCoordinator {
 #[derive(Debug, Default)]
 struct Store {
     count: i32,
-    parts: BTreeMap<i32, Arc<Partition>>,
+    /// Each partition with the leader epoch its groups were loaded in (`None` on a single
+    /// node): writes are refused once the partition moved on.
+    parts: BTreeMap<i32, (Arc<Partition>, Option<i32>)>,
 }
 
 /// Replays one `__consumer_offsets` partition into the machine; returns the records read.
@@ -106,7 +108,7 @@ impl GroupCoordinator {
                 parts: partitions
                     .into_iter()
                     .enumerate()
-                    .map(|(i, p)| (i as i32, p))
+                    .map(|(i, p)| (i as i32, (p, None)))
                     .collect(),
             }),
         })
@@ -117,9 +119,10 @@ impl GroupCoordinator {
     pub fn load_partition(&self, p: i32, count: i32, part: Arc<Partition>) -> crate::Result<()> {
         let mut m = self.machine.lock();
         let n = replay(&mut m, now_ms(), &part)?;
+        let epoch = part.role_epoch().1;
         let mut store = self.partitions.write();
         store.count = count;
-        store.parts.insert(p, part);
+        store.parts.insert(p, (part, Some(epoch)));
         tracing::info!(
             partition = p,
             records = n,
@@ -158,7 +161,7 @@ impl GroupCoordinator {
             p.parts = partitions
                 .into_iter()
                 .enumerate()
-                .map(|(i, p)| (i as i32, p))
+                .map(|(i, p)| (i as i32, (p, None)))
                 .collect();
         }
     }
@@ -235,7 +238,7 @@ impl GroupCoordinator {
                 .push(Record::new(Some(Bytes::from(k)), v.map(Bytes::from), now));
         }
         for (p, records) in by_partition {
-            let Some(part) = partitions.parts.get(&p) else {
+            let Some((part, epoch)) = partitions.parts.get(&p) else {
                 ok = false;
                 tracing::warn!(
                     partition = p,
@@ -248,15 +251,21 @@ impl GroupCoordinator {
             for r in records {
                 b.push(r);
             }
-            let result = b.build().and_then(|mut bytes| {
-                part.log
-                    .append(&mut bytes, AppendOptions::leader(part.role_epoch().1))
-            });
+            let result = b
+                .build()
+                .map_err(AppendRefused::Log)
+                .and_then(|mut bytes| part.append_as_leader(&mut bytes, *epoch));
             match result {
-                Ok(_) => {
-                    part.update_high_watermark();
+                Ok(_) => {}
+                Err(AppendRefused::NotInRole) => {
+                    ok = false;
+                    tracing::info!(
+                        partition = p,
+                        "{}-{p} moved: group state not persisted here",
+                        store::TOPIC
+                    );
                 }
-                Err(e) => {
+                Err(AppendRefused::Log(e)) => {
                     ok = false;
                     tracing::error!(partition = p, "writing to {} failed: {e}", store::TOPIC);
                 }

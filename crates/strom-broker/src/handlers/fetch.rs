@@ -80,25 +80,24 @@ impl Broker {
                     continue;
                 }
                 if follower {
+                    // A follower ahead of the leader has records the leader lacks: it must
+                    // reconcile first, and is not counted (as in Kafka).
+                    if p.fetch_offset > part.log.log_end_offset() {
+                        errors = true;
+                        parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                        continue;
+                    }
                     // The fetch offset is the follower's log end: it may move the high
                     // watermark, or qualify the follower to rejoin the ISR.
                     let outcome =
-                        part.with_leader_state(|ls| ls.on_fetch(replica, p.fetch_offset, now));
-                    if let Some((hw, proposal)) = outcome {
-                        if let Some(hw) = hw {
-                            part.log.set_high_watermark(hw);
-                            hw_moved = true;
-                        }
+                        part.leader_update(|ls| ls.on_fetch(replica, p.fetch_offset, now));
+                    if let Some((moved, proposal)) = outcome {
+                        hw_moved |= moved;
                         if let (Some(isr), Some(node)) = (proposal, self.cluster()) {
                             tracing::info!(topic = %name, partition = p.partition, ?isr, "expanding the ISR");
                             node.clone()
                                 .alter_isr(name.clone(), p.partition, part.clone(), isr);
                         }
-                    }
-                    if p.fetch_offset > part.log.log_end_offset() {
-                        errors = true;
-                        parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
-                        continue;
                     }
                 }
                 let limit = if follower {

@@ -38,7 +38,7 @@ pub fn error_code(e: &strom_log::Error) -> ResponseError {
         E::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         E::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         E::UnknownProducerId { .. } => ResponseError::UnknownProducerId,
-        E::Closed(_) => ResponseError::NotLeaderOrFollower,
+        E::Closed(_) | E::StaleLeaderEpoch { .. } => ResponseError::NotLeaderOrFollower,
         E::Corrupt { .. } | E::Io { .. } => ResponseError::KafkaStorageError,
         E::Compression { .. } => ResponseError::CorruptMessage,
         E::Internal(_) => ResponseError::UnknownServerError,

@@ -7,11 +7,10 @@
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
-use strom_log::AppendOptions;
 
 use std::sync::Arc;
 
-use crate::broker::{sb, Broker, Partition, Reply, Role};
+use crate::broker::{sb, AppendRefused, Broker, Partition, Reply, Role};
 
 impl Broker {
     /// For `acks=0` the client expects no response: nothing is sent, or, if any partition failed,
@@ -62,8 +61,7 @@ impl Broker {
                     parts.push(fail(ResponseError::UnknownTopicOrPartition, None));
                     continue;
                 };
-                let (role, leader_epoch) = partition.role_epoch();
-                if role != Role::Leader {
+                if partition.role_epoch().0 != Role::Leader {
                     parts.push(fail(ResponseError::NotLeaderOrFollower, None));
                     continue;
                 }
@@ -80,14 +78,12 @@ impl Broker {
                     continue;
                 };
                 let mut buf = records.to_vec();
-                match partition
-                    .log
-                    .append(&mut buf, AppendOptions::leader(leader_epoch))
-                {
-                    Ok(info) => {
+                // The role check, the append and the high-watermark update are one step
+                // against leadership changes.
+                match partition.append_as_leader(&mut buf, None) {
+                    Ok((info, leader_epoch)) => {
                         if !info.duplicate {
                             appended = true;
-                            partition.update_high_watermark();
                         }
                         if acks == -1 && partition.log.high_watermark() <= info.last_offset {
                             waits.push((
@@ -106,7 +102,10 @@ impl Broker {
                         }
                         parts.push(ok);
                     }
-                    Err(e) => {
+                    Err(AppendRefused::NotInRole) => {
+                        parts.push(fail(ResponseError::NotLeaderOrFollower, None));
+                    }
+                    Err(AppendRefused::Log(e)) => {
                         let code = super::error_code(&e);
                         tracing::debug!(topic = %name, partition = pd.index, "produce refused: {e}");
                         parts.push(fail(code, Some(e.to_string())));
@@ -168,6 +167,10 @@ impl Broker {
                 } else if part.log.high_watermark() < *offset {
                     pending = true;
                     failed.push((*t, *p, ResponseError::RequestTimedOut));
+                } else if (part.isr_len() as u32) < part.log.config().min_insync_replicas {
+                    // Replicated, but the ISR shrank below the minimum meanwhile (Kafka's
+                    // NOT_ENOUGH_REPLICAS_AFTER_APPEND): the client retries.
+                    failed.push((*t, *p, ResponseError::NotEnoughReplicasAfterAppend));
                 }
             }
             let timed_out = tokio::time::Instant::now() >= deadline;

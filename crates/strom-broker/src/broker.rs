@@ -784,3 +784,147 @@ pub(crate) fn is_internal(topic: &str) -> bool {
 pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeSet;
+
+    use strom_log::{BatchBuilder, Compression, LogConfig, Record};
+
+    use super::*;
+
+    fn batch() -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(Record::new(
+            None::<bytes::Bytes>,
+            Some(bytes::Bytes::from_static(b"v")),
+            1,
+        ));
+        b.build().unwrap()
+    }
+
+    fn replica(dir: &Path) -> Partition {
+        let (log, _) = PartitionLog::open(dir, Arc::new(LogConfig::default()), true).unwrap();
+        Partition::replica(Arc::new(log))
+    }
+
+    fn lead(p: &Partition, epoch: i32, isr: &[i32]) {
+        p.log.assign_epoch(epoch).unwrap();
+        let state = ReplicaState {
+            role: Role::Leader,
+            leader: 1,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        };
+        let ls = LeaderState::new(
+            1,
+            epoch,
+            vec![1, 2, 3],
+            isr.iter().copied().collect::<BTreeSet<i32>>(),
+            p.log.log_end_offset(),
+            p.log.high_watermark(),
+            0,
+            30_000,
+        );
+        p.set_state(state, Some(ls));
+    }
+
+    fn follow(p: &Partition, leader: i32, epoch: i32) {
+        let state = ReplicaState {
+            role: Role::Follower,
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        };
+        p.set_state(state, None);
+    }
+
+    #[test]
+    fn a_deposed_leader_neither_appends_nor_moves_its_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = replica(dir.path());
+        lead(&p, 3, &[1, 2, 3]);
+        let (info, epoch) = p.append_as_leader(&mut batch(), None).unwrap();
+        assert_eq!((info.first_offset, epoch), (0, 3));
+        assert_eq!(p.log.high_watermark(), 0, "the followers have nothing yet");
+        follow(&p, 2, 4);
+        assert!(matches!(
+            p.append_as_leader(&mut batch(), None),
+            Err(AppendRefused::NotInRole)
+        ));
+        assert!(
+            !p.update_high_watermark(),
+            "a follower never moves its own high watermark"
+        );
+        assert_eq!(p.log.high_watermark(), 0);
+        // A write prepared for the old epoch is refused even if the role looked right.
+        lead(&p, 5, &[1]);
+        assert!(matches!(
+            p.append_as_leader(&mut batch(), Some(3)),
+            Err(AppendRefused::NotInRole)
+        ));
+        // Alone in the ISR, the leader's own append commits.
+        p.append_as_leader(&mut batch(), Some(5)).unwrap();
+        assert_eq!(p.log.high_watermark(), 2);
+    }
+
+    #[test]
+    fn the_log_refuses_leader_appends_in_an_older_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = replica(dir.path());
+        p.log.assign_epoch(7).unwrap();
+        let e = p
+            .log
+            .append(&mut batch(), strom_log::AppendOptions::leader(6))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                strom_log::Error::StaleLeaderEpoch {
+                    epoch: 6,
+                    latest: 7
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn follower_appends_only_from_the_leader_it_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader_dir = tempfile::tempdir().unwrap();
+        let leader = replica(leader_dir.path());
+        lead(&leader, 2, &[1]);
+        leader.append_as_leader(&mut batch(), None).unwrap();
+        let copied = leader
+            .log
+            .read(0, 1 << 20, strom_log::ReadLimit::LogEnd)
+            .unwrap()
+            .bytes()
+            .unwrap();
+        let p = replica(dir.path());
+        follow(&p, 1, 2);
+        // A late answer from another leader, or for another epoch, is dropped.
+        assert!(p
+            .append_as_follower(&mut copied.to_vec(), 3, 2)
+            .unwrap()
+            .is_none());
+        assert!(p
+            .append_as_follower(&mut copied.to_vec(), 1, 1)
+            .unwrap()
+            .is_none());
+        assert_eq!(p.log.log_end_offset(), 0);
+        assert!(p
+            .append_as_follower(&mut copied.to_vec(), 1, 2)
+            .unwrap()
+            .is_some());
+        assert_eq!(p.log.log_end_offset(), 1);
+        assert!(!p.truncate_as_follower(0, 3, 2).unwrap());
+        assert_eq!(p.log.log_end_offset(), 1);
+    }
+}

@@ -304,7 +304,13 @@ pub fn truncation_step(
             Truncation::To(leader_end.min(my_end).min(log_end))
         }
         Some(i) => Truncation::Ask(mine[i].0),
-        None => Truncation::To(leader_end.min(log_end)),
+        // Every epoch the follower has is newer than anything the leader knows at or below
+        // the asked one: nothing from the follower's first epoch on is shared.
+        None => Truncation::To(
+            leader_end
+                .min(mine.first().map_or(log_end, |(_, s)| *s))
+                .min(log_end),
+        ),
     }
 }
 

@@ -711,7 +711,10 @@ impl Image {
                     *partition_epoch,
                     isr,
                 )
-                .err(),
+                .err()
+                // Only a fenced replica is refused early: epochs are judged at apply time, as
+                // this image may lag the log (a newly active controller).
+                .filter(|r| r.code == code::INELIGIBLE_REPLICA),
             _ => None,
         }
     }

@@ -863,6 +863,14 @@ impl PartitionLog {
         let _w = self.writer.lock();
         self.check_open()?;
         if offset >= self.log_end_offset() {
+            // Nothing to remove, but an epoch that starts at or after `offset` holds nothing
+            // here (a leader deposed before it appended): it goes, as in Kafka, or the next
+            // reconciliation would ask about an epoch this log never wrote.
+            let mut st = self.state.lock();
+            if st.epochs.last().is_some_and(|&(_, o)| o >= offset) {
+                st.epochs.retain(|&(_, o)| o < offset);
+                checkpoint::write_epochs(&self.dir, &st.epochs)?;
+            }
             return Ok(());
         }
         let first_base = self.segments.read().keys().next().copied().unwrap_or(0);

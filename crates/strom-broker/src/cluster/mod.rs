@@ -62,13 +62,6 @@ impl std::fmt::Debug for ClusterNode {
     }
 }
 
-fn refusal_error(r: &strom_controller::Refusal) -> Error {
-    Error::Replication(format!(
-        "controller refused (code {}): {}",
-        r.code, r.message
-    ))
-}
-
 impl ClusterNode {
     /// Joins the cluster described by the broker's config: starts the controller (combined
     /// mode), registers, and starts heartbeats, metadata application and ISR upkeep.
@@ -568,60 +561,73 @@ impl ClusterNode {
                 partition_epoch: st.partition_epoch,
                 isr: isr.iter().copied().collect(),
             };
-            let result = self.quorum.propose(cmd, Duration::from_secs(5)).await;
-            if let Ok(Outcome::Partition(Ok(info))) = &result {
-                // Committed. Applied here unless the image already carried it (or newer).
-                let now = part.state();
-                if now.role == Role::Leader
-                    && now.leader_epoch == st.leader_epoch
-                    && info.partition_epoch > now.partition_epoch
-                {
-                    part.update_state(|s| {
-                        s.isr = info.isr.clone();
-                        s.partition_epoch = info.partition_epoch;
-                    });
-                    let isr: BTreeSet<i32> = info.isr.iter().copied().collect();
-                    part.leader_update(|ls| (ls.isr_committed(isr), ()));
-                    if let Some(b) = self.broker.upgrade() {
-                        b.appended.notify_waiters();
-                    }
-                }
-                return;
-            }
-            let maybe_committed = match &result {
-                Ok(Outcome::Partition(Err(r))) => {
-                    tracing::debug!(%topic, partition, "ISR change refused: {}", refusal_error(r));
-                    // Only a stale partition epoch can be the echo of an earlier copy of this
-                    // very proposal that committed; other refusals are definite.
-                    r.code == strom_controller::image::code::INVALID_UPDATE_VERSION
-                }
-                Ok(other) => {
-                    tracing::warn!("unexpected outcome {other:?}");
-                    false
-                }
-                Err(e) => {
-                    tracing::debug!(%topic, partition, "ISR change not confirmed: {e}");
-                    true
-                }
+            let same_leadership = |now: &ReplicaState| {
+                now.role == Role::Leader && now.leader_epoch == st.leader_epoch
             };
-            // Refused or unknown: a proposal sent twice (after a timeout) is refused as stale
-            // once the first copy committed, so the outcome is only known from the metadata.
-            // Until then the proposed replicas keep counting for the high watermark (the
-            // maximal ISR); if the metadata has not moved after a while, the change did not
-            // happen and the proposal is dropped.
-            // Not sooner than a moment later either: a leader re-proposes on every fetch.
-            tokio::time::sleep(if maybe_committed {
-                Duration::from_secs(3)
-            } else {
-                Duration::from_millis(200)
-            })
-            .await;
-            let now = part.state();
-            if now.leader_epoch == st.leader_epoch && now.partition_epoch == st.partition_epoch {
-                let isr: BTreeSet<i32> = now.isr.iter().copied().collect();
-                part.leader_update(|ls| (ls.isr_committed(isr), ()));
-                if let Some(b) = self.broker.upgrade() {
-                    b.appended.notify_waiters();
+            loop {
+                let result = self
+                    .quorum
+                    .propose(cmd.clone(), Duration::from_secs(5))
+                    .await;
+                match result {
+                    Ok(Outcome::Partition(Ok(info))) => {
+                        // Committed. Applied here unless the image already carried it (or
+                        // newer).
+                        let now = part.state();
+                        if same_leadership(&now) && info.partition_epoch > now.partition_epoch {
+                            part.update_state(|s| {
+                                s.isr = info.isr.clone();
+                                s.partition_epoch = info.partition_epoch;
+                            });
+                            let isr: BTreeSet<i32> = info.isr.iter().copied().collect();
+                            part.leader_update(|ls| (ls.isr_committed(isr), ()));
+                            if let Some(b) = self.broker.upgrade() {
+                                b.appended.notify_waiters();
+                            }
+                        }
+                        return;
+                    }
+                    Ok(Outcome::Partition(Err(r)))
+                        if r.code == strom_controller::image::code::INVALID_UPDATE_VERSION =>
+                    {
+                        // The partition moved on, perhaps by an earlier copy of this very
+                        // proposal: only the metadata tells. The proposed replicas keep
+                        // counting for the high watermark (the maximal ISR) until the image
+                        // with the newer partition epoch settles the ISR.
+                        tracing::debug!(%topic, partition, "ISR change raced another: waiting for the metadata");
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let now = part.state();
+                            if !same_leadership(&now) || now.partition_epoch > st.partition_epoch {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(other) => {
+                        // A definite refusal (a fenced replica, a deposed leader): nothing
+                        // changed. Not sooner than a moment later: leaders propose on fetches.
+                        tracing::debug!(%topic, partition, "ISR change refused: {other:?}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let now = part.state();
+                        if same_leadership(&now) && now.partition_epoch == st.partition_epoch {
+                            let isr: BTreeSet<i32> = now.isr.iter().copied().collect();
+                            part.leader_update(|ls| (ls.isr_committed(isr), ()));
+                            if let Some(b) = self.broker.upgrade() {
+                                b.appended.notify_waiters();
+                            }
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        // Unknown outcome: send the same proposal again (a duplicate is
+                        // refused as stale, which the arm above handles).
+                        tracing::debug!(%topic, partition, "ISR change not confirmed: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        let now = part.state();
+                        if !same_leadership(&now) || now.partition_epoch > st.partition_epoch {
+                            return;
+                        }
+                    }
                 }
             }
         });

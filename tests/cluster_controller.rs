@@ -202,3 +202,45 @@ async fn min_insync_replicas_refuses_acks_all() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_behind_the_leaders_log_start_restarts_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path()).await;
+    cluster.create_topic("trimmed", 1, &[]).await;
+    let p = producer(&cluster, "all", "10").await;
+    let send = |n: u32| {
+        let p = &p;
+        async move {
+            for i in 0..n {
+                p.send(ProducerRecord::new("trimmed", format!("r{i}")))
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    send(10).await;
+    let leader = cluster.leader_of("trimmed", 0).await;
+    let follower = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+    cluster.kill9(follower);
+    cluster
+        .wait_for_isr("trimmed", 0, 2, Duration::from_secs(15))
+        .await;
+    send(20).await;
+    // The leader drops everything the stopped follower has (and more).
+    let admin = cluster.admin().await.unwrap();
+    let tp = strom::client::TopicPartition::new("trimmed", 0);
+    let starts = admin
+        .delete_records(&std::collections::BTreeMap::from([(tp.clone(), 25)]))
+        .await
+        .unwrap();
+    assert_eq!(starts[&tp], 25);
+    // Back, it can only copy from offset 25 on, and does: it rejoins the ISR.
+    cluster.restart(follower).await;
+    let info = cluster
+        .wait_for_isr("trimmed", 0, 3, Duration::from_secs(20))
+        .await;
+    assert!(info.isr.contains(&follower), "{info:?}");
+}

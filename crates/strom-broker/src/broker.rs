@@ -195,6 +195,22 @@ impl Partition {
         Ok(true)
     }
 
+    /// Restarts the log empty at `offset` (the leader's log start, beyond this replica's end)
+    /// if this replica still follows `leader` in `epoch`.
+    pub(crate) fn restart_as_follower_at(
+        &self,
+        offset: i64,
+        leader: i32,
+        epoch: i32,
+    ) -> Result<bool, strom_log::Error> {
+        let st = self.state.read();
+        if st.role != Role::Follower || st.leader != leader || st.leader_epoch != epoch {
+            return Ok(false);
+        }
+        self.log.truncate_fully_and_start_at(offset)?;
+        Ok(true)
+    }
+
     /// Moves the high watermark after an append: on a single node to the log end, in a
     /// cluster (leader only) to the smallest log end among the in-sync replicas. Returns
     /// whether it moved.
@@ -729,6 +745,10 @@ impl Broker {
         node: &Arc<crate::cluster::ClusterNode>,
         req: &Request,
     ) -> Option<Reply> {
+        // Until this broker has caught up with the metadata after (re)starting, answers from
+        // it would describe the past: hold requests back a moment (Kafka keeps the listener
+        // closed until then).
+        node.ready(std::time::Duration::from_secs(10)).await;
         let version = req.header.request_api_version;
         if let Some(group) = crate::handlers::groups::group_of(&req.body, version) {
             if !node.owns_group(&group) {

@@ -906,6 +906,50 @@ impl PartitionLog {
         self.write_checkpoint()
     }
 
+    /// Discards every record and restarts the log, empty, at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log ends below the leader's log start can
+    /// only copy from there. `offset` must be past the current log end.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
+        let _w = self.writer.lock();
+        self.check_open()?;
+        if offset <= self.log_end_offset() {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                log_end: self.log_end_offset(),
+            });
+        }
+        let now = now_ms();
+        let seg = Arc::new(Segment::create(&self.dir, offset, now)?);
+        let old: Vec<Arc<Segment>> = {
+            let mut map = self.segments.write();
+            let old = map.values().cloned().collect();
+            map.clear();
+            map.insert(offset, seg);
+            old
+        };
+        for s in old {
+            s.delete_files()?;
+        }
+        for a in [
+            &self.log_start,
+            &self.log_end,
+            &self.high_watermark,
+            &self.cleaner_offset,
+        ] {
+            a.store(offset, Ordering::Release);
+        }
+        self.recovery_point.store(offset, Ordering::Release);
+        {
+            let mut st = self.state.lock();
+            st.epochs.clear();
+            st.producers = ProducerStates::default();
+            checkpoint::write_epochs(&self.dir, &st.epochs)?;
+            producer::write_snapshot(&self.dir, offset, &st.producers)?;
+        }
+        self.write_checkpoint()
+    }
+
     /// Makes every offset below `before` unreadable (`DeleteRecords`): advances the log start
     /// offset and deletes segments that lie wholly below it. Returns the new log start offset.
     pub fn delete_records(&self, before: i64) -> Result<i64> {
@@ -1046,4 +1090,61 @@ pub fn end_offset_for_epoch(
     }
     let end = epochs.get(i).map_or(log_end, |&(_, start)| start);
     Some((epochs[i - 1].0, end))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{BatchBuilder, Compression, Record};
+
+    fn batch(n: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None);
+        for _ in 0..n {
+            b.push(Record::new(
+                None::<bytes::Bytes>,
+                Some(bytes::Bytes::from_static(b"v")),
+                1,
+            ));
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn truncate_fully_restarts_the_log_at_the_leaders_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(LogConfig::default());
+        let (log, _) = PartitionLog::open(dir.path(), config.clone(), true).unwrap();
+        log.append(&mut batch(5), AppendOptions::leader(1)).unwrap();
+        assert!(
+            log.truncate_fully_and_start_at(3).is_err(),
+            "not past the log end"
+        );
+        log.truncate_fully_and_start_at(100).unwrap();
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.high_watermark()
+            ),
+            (100, 100, 100)
+        );
+        assert!(log.leader_epochs().is_empty());
+        // The leader's batches continue from there.
+        let mut b = batch(2);
+        crate::batch::assign(&mut b, 0, 100, 4);
+        log.append(&mut b, AppendOptions::replica()).unwrap();
+        assert_eq!(log.log_end_offset(), 102);
+        assert_eq!(log.leader_epochs(), vec![(4, 100)]);
+        log.close().unwrap();
+        let (log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 102));
+        assert!(log.read(99, 1 << 20, ReadLimit::LogEnd).is_err());
+        assert!(!log
+            .read(100, 1 << 20, ReadLimit::LogEnd)
+            .unwrap()
+            .bytes()
+            .unwrap()
+            .is_empty());
+    }
 }

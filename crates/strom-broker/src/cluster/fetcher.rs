@@ -339,6 +339,21 @@ impl Fetcher {
                 };
                 match ResponseError::try_from_code(p.error_code) {
                     None => {}
+                    Some(ResponseError::OffsetOutOfRange)
+                        if p.log_start_offset > part.log.log_end_offset() =>
+                    {
+                        // Behind the leader's log start (retention or DeleteRecords there):
+                        // nothing to reconcile, copy from the leader's start.
+                        tracing::warn!(%topic, partition = p.partition_index, from = p.log_start_offset, "restarting the replica at the leader's log start");
+                        if let Err(e) = part.restart_as_follower_at(
+                            p.log_start_offset,
+                            self.leader,
+                            follow.epoch,
+                        ) {
+                            tracing::warn!(%topic, partition = p.partition_index, "restarting the replica failed: {e}");
+                        }
+                        continue;
+                    }
                     Some(ResponseError::OffsetOutOfRange) => {
                         // Reconcile again (our log may be ahead of the leader's); wait a little
                         // in case it is behind the leader's log start instead.

@@ -47,7 +47,8 @@ pub struct ClusterNode {
     epoch: AtomicU64,
     registered: Notify,
     shutting_down: AtomicBool,
-    applied: Mutex<Arc<Image>>,
+    /// The image as applied to this broker's partitions: what it answers clients from.
+    applied: watch::Sender<Arc<Image>>,
     fetchers: Mutex<HashMap<i32, Arc<fetcher::Fetcher>>>,
     /// Leaders of `__consumer_offsets` partitions loaded into the group coordinator.
     loaded_groups: Mutex<BTreeSet<i32>>,
@@ -99,7 +100,7 @@ impl ClusterNode {
             epoch: AtomicU64::new(0),
             registered: Notify::new(),
             shutting_down: AtomicBool::new(false),
-            applied: Mutex::new(Arc::new(Image::default())),
+            applied: watch::channel(Arc::new(Image::default())).0,
             fetchers: Mutex::new(HashMap::new()),
             loaded_groups: Mutex::new(BTreeSet::new()),
             broker: Arc::downgrade(broker),
@@ -129,9 +130,22 @@ impl ClusterNode {
         self.node_id
     }
 
-    /// The metadata image as last applied by this broker.
+    /// The metadata image as last applied by this broker (empty until it has registered and
+    /// caught up: a restarting broker never answers from the metadata it replays).
     pub fn image(&self) -> Arc<Image> {
+        self.applied.borrow().clone()
+    }
+
+    /// The newest image received, applied or not.
+    fn latest(&self) -> Arc<Image> {
         self.image_tx.borrow().clone()
+    }
+
+    /// Waits (up to `timeout`) until this broker has applied metadata newer than its own
+    /// registration, so its answers are current.
+    pub async fn ready(&self, timeout: Duration) {
+        let mut rx = self.applied.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|i| i.version > 0)).await;
     }
 
     /// The active controller, if known.
@@ -157,15 +171,18 @@ impl ClusterNode {
 
     /// Waits until the local image is as new as the active controller's (best effort).
     async fn catch_up(&self, timeout: Duration) {
-        let Ok(Some(img)) = self.quorum.fetch_image(self.image().version, timeout).await else {
+        let Ok(Some(img)) = self
+            .quorum
+            .fetch_image(self.latest().version, timeout)
+            .await
+        else {
             return;
         };
         let target = img.version;
         if self.controller.is_none() {
             self.publish(img);
-            return;
         }
-        let mut rx = self.image_tx.subscribe();
+        let mut rx = self.applied.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|i| i.version >= target)).await;
     }
 
@@ -210,7 +227,7 @@ impl ClusterNode {
             tracing::warn!("controlled shutdown: {e}; stopping anyway");
             return;
         }
-        let mut rx = self.image_tx.subscribe();
+        let mut rx = self.applied.subscribe();
         let leads_nothing = |i: &Arc<Image>| {
             i.topics
                 .values()
@@ -279,7 +296,7 @@ impl ClusterNode {
             let hb = Heartbeat {
                 id: self.node_id,
                 epoch: self.broker_epoch(),
-                image_version: self.applied.lock().version,
+                image_version: self.applied.borrow().version,
                 shutting_down: self.shutting_down.load(Ordering::Acquire),
             };
             drop(broker);
@@ -292,13 +309,13 @@ impl ClusterNode {
                     continue;
                 }
                 Ok(r) => {
-                    if self.controller.is_none() && r.image_version > self.image().version {
+                    if self.controller.is_none() && r.image_version > self.latest().version {
                         if let Ok(Some(img)) = self
-                            .quorum
-                            .fetch_image(self.image().version, interval * 2)
+                            .hb_quorum
+                            .fetch_image(self.latest().version, interval * 2)
                             .await
                         {
-                            self.image_tx.send_replace(Arc::new(img));
+                            self.publish(img);
                         }
                     }
                 }
@@ -314,7 +331,7 @@ impl ClusterNode {
             let registered = self.registered.notified();
             let img = rx.borrow_and_update().clone();
             let epoch = self.broker_epoch();
-            if epoch > 0 && img.version >= epoch && img.version > self.applied.lock().version {
+            if epoch > 0 && img.version >= epoch && img.version > self.applied.borrow().version {
                 let Some(broker) = self.broker.upgrade() else {
                     return;
                 };
@@ -330,7 +347,7 @@ impl ClusterNode {
     /// Makes the broker's partitions match `img`.
     fn apply(&self, broker: &Broker, img: &Arc<Image>) {
         let me = self.node_id;
-        let previous = self.applied.lock().clone();
+        let previous = self.applied.borrow().clone();
         // Topics deleted (or deleted and recreated under the same name).
         for (name, old) in &previous.topics {
             if img.topics.get(name).is_none_or(|t| t.id != old.id) {
@@ -391,7 +408,7 @@ impl ClusterNode {
         }
         self.reconcile_fetchers(broker, img, follow);
         self.reconcile_groups(broker, img);
-        *self.applied.lock() = img.clone();
+        self.applied.send_replace(img.clone());
         broker.appended.notify_waiters();
     }
 
@@ -510,7 +527,7 @@ impl ClusterNode {
 
     /// Whether this broker coordinates `group` now.
     pub fn owns_group(&self, group: &str) -> bool {
-        let img = self.applied.lock().clone();
+        let img = self.applied.borrow().clone();
         let Some(t) = img.topics.get(store::TOPIC) else {
             return false;
         };

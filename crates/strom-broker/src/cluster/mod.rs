@@ -108,11 +108,13 @@ impl ClusterNode {
         if let Some(c) = &node.controller {
             // The local state machine feeds the image.
             let mut rx = c.subscribe();
-            let tx = node.image_tx.clone();
+            let weak = Arc::downgrade(&node);
             tokio::spawn(async move {
                 loop {
                     let img = rx.borrow_and_update().clone();
-                    tx.send_replace(img);
+                    let Some(node) = weak.upgrade() else { return };
+                    node.publish_arc(img);
+                    drop(node);
                     if rx.changed().await.is_err() {
                         return;
                     }
@@ -186,11 +188,16 @@ impl ClusterNode {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|i| i.version >= target)).await;
     }
 
-    /// Publishes a fetched image unless a newer one is already there (broker-only nodes).
+    /// Publishes an image unless a newer one is already there (images come from the local
+    /// state machine and, on broker-only or lagging nodes, from the active controller).
     fn publish(&self, img: Image) {
+        self.publish_arc(Arc::new(img));
+    }
+
+    fn publish_arc(&self, img: Arc<Image>) {
         self.image_tx.send_if_modified(|cur| {
             if img.version > cur.version {
-                *cur = Arc::new(img);
+                *cur = img;
                 true
             } else {
                 false
@@ -286,6 +293,7 @@ impl ClusterNode {
         };
         let interval = Duration::from_millis(broker.config().broker_heartbeat_interval_ms);
         drop(broker);
+        let mut lagging = 0u32;
         loop {
             let Some(broker) = self.broker.upgrade() else {
                 return;
@@ -309,7 +317,14 @@ impl ClusterNode {
                     continue;
                 }
                 Ok(r) => {
-                    if self.controller.is_none() && r.image_version > self.latest().version {
+                    // Broker-only nodes learn metadata this way; a controller node whose own
+                    // Raft log stopped advancing (a one-way partition) falls back to it.
+                    lagging = if r.image_version > self.latest().version {
+                        lagging + 1
+                    } else {
+                        0
+                    };
+                    if (self.controller.is_none() && lagging > 0) || lagging >= 3 {
                         if let Ok(Some(img)) = self
                             .hb_quorum
                             .fetch_image(self.latest().version, interval * 2)

@@ -32,7 +32,8 @@ pub fn now_ms() -> u64 {
 /// The coordinator runtime.
 pub struct GroupCoordinator {
     machine: Mutex<Coordinator>,
-    parked: Mutex<HashMap<Token, oneshot::Sender<Answer>>>,
+    /// Requests waiting for the machine's answer, with their group.
+    parked: Mutex<HashMap<Token, (String, oneshot::Sender<Answer>)>>,
     next_token: AtomicU64,
     /// `__consumer_offsets` partitions this broker writes to.
     partitions: parking_lot::RwLock<Store>,
@@ -140,7 +141,11 @@ impl GroupCoordinator {
         m.unload(|g| store::partition_for(g, count) == p);
         self.partitions.write().parts.remove(&p);
         drop(m);
-        self.release_parked();
+        // Requests of the moved groups waiting here are answered "not available": their
+        // clients look the coordinator up again.
+        self.parked
+            .lock()
+            .retain(|_, (g, _)| store::partition_for(g, count) != p);
         tracing::info!(
             partition = p,
             "no longer coordinating the groups of {}-{p}",
@@ -193,11 +198,12 @@ impl GroupCoordinator {
     /// machine produces it.
     pub async fn parked(
         &self,
+        group: &str,
         f: impl FnOnce(&mut Coordinator, Token) -> Effects,
     ) -> Option<Answer> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.parked.lock().insert(token, tx);
+        self.parked.lock().insert(token, (group.to_string(), tx));
         self.call(|m| ((), f(m, token)));
         rx.await.ok()
     }
@@ -280,7 +286,7 @@ impl GroupCoordinator {
         }
         let mut parked = self.parked.lock();
         for (token, answer) in fx.answers {
-            if let Some(tx) = parked.remove(&token) {
+            if let Some((_, tx)) = parked.remove(&token) {
                 let _ = tx.send(answer);
             }
         }

@@ -204,9 +204,10 @@ impl Broker {
             require_known_member_id: version >= 4,
         };
         let now = now_ms();
+        let group = req.group_id.clone();
         let answer = self
             .groups()
-            .parked(|m, token| m.join(now, token, req))
+            .parked(&group, |m, token| m.join(now, token, req))
             .await;
         let Some(Answer::Join(res)) = answer else {
             return JoinGroupResponse::default()
@@ -253,9 +254,10 @@ impl Broker {
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect();
         let now = now_ms();
+        let parked_for = group.clone();
         let answer = self
             .groups()
-            .parked(|m, token| {
+            .parked(&parked_for, |m, token| {
                 m.sync(
                     now,
                     token,

@@ -228,8 +228,23 @@ async fn follower_behind_the_leaders_log_start_restarts_there() {
     cluster
         .wait_for_isr("trimmed", 0, 2, Duration::from_secs(15))
         .await;
-    send(20).await;
-    // The leader drops everything the stopped follower has (and more).
+    // Twenty records in one batch (linger), so the new log start below falls inside it.
+    let mut config = ProducerConfig::new(&cluster.bootstrap());
+    config.set("linger.ms", "200").unwrap();
+    let batched = Producer::new(config).await.unwrap();
+    let mut acks = Vec::new();
+    for i in 0..20 {
+        acks.push(
+            batched
+                .send(ProducerRecord::new("trimmed", format!("b{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    // The leader drops everything the stopped follower has (and more), mid-batch.
     let admin = cluster.admin().await.unwrap();
     let tp = strom::client::TopicPartition::new("trimmed", 0);
     let starts = admin

@@ -75,13 +75,15 @@ pub enum AppendRefused {
 
 impl Partition {
     fn single(log: Arc<PartitionLog>, node: i32) -> Self {
+        // A data directory that was once part of a cluster keeps its latest epoch.
+        let epoch = log.leader_epochs().last().map_or(0, |(e, _)| (*e).max(0));
         Partition {
             log,
             clustered: false,
             state: RwLock::new(ReplicaState {
                 role: Role::Leader,
                 leader: node,
-                leader_epoch: 0,
+                leader_epoch: epoch,
                 partition_epoch: 0,
                 replicas: vec![node],
                 isr: vec![node],
@@ -200,6 +202,7 @@ impl Partition {
     pub(crate) fn restart_as_follower_at(
         &self,
         offset: i64,
+        log_start: i64,
         leader: i32,
         epoch: i32,
     ) -> Result<bool, strom_log::Error> {
@@ -207,7 +210,7 @@ impl Partition {
         if st.role != Role::Follower || st.leader != leader || st.leader_epoch != epoch {
             return Ok(false);
         }
-        self.log.truncate_fully_and_start_at(offset)?;
+        self.log.truncate_fully_and_start_at(offset, log_start)?;
         Ok(true)
     }
 
@@ -475,6 +478,14 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// The metadata quorum's cluster id this data directory belongs to, if it joined one.
+    pub(crate) fn bound_cluster(&self) -> Option<String> {
+        read_json::<ClusterFile>(&self.config.data_dir.join("cluster.json"))
+            .ok()
+            .flatten()
+            .and_then(|f| f.quorum_cluster_id)
     }
 
     /// Binds this data directory to the quorum's cluster `id` on first contact; returns whether

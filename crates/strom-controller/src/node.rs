@@ -296,7 +296,7 @@ impl Controller {
     async fn duties(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
         let mut every = tokio::time::interval(Duration::from_millis(100));
-        let mut was_active = false;
+        let mut active_term: Option<u64> = None;
         let mut last_balance = Instant::now();
         loop {
             tokio::select! {
@@ -304,13 +304,14 @@ impl Controller {
                 _ = stop.changed() => return,
             }
             if !self.is_active() {
-                was_active = false;
                 continue;
             }
             let image = self.image();
-            if !was_active {
-                // A new active controller gives every broker a full session to check in.
-                was_active = true;
+            let term = self.raft.metrics().borrow().current_term;
+            if active_term != Some(term) {
+                // A new active controller (a new term) gives every broker a full session to
+                // check in; a brief flap of the quorum-ack check within a term does not.
+                active_term = Some(term);
                 {
                     let now = Instant::now();
                     let mut sessions = self.sessions.lock();

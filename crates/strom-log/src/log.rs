@@ -906,17 +906,21 @@ impl PartitionLog {
         self.write_checkpoint()
     }
 
-    /// Discards every record and restarts the log, empty, at `offset` (Kafka's
-    /// `truncateFullyAndStartAt`): a follower whose log ends below the leader's log start can
-    /// only copy from there. `offset` must be past the current log end.
-    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
+    /// Discards every record and restarts the log, empty, at `offset`, with `log_start` (at or
+    /// after `offset`) as its first readable offset (Kafka's `truncateFullyAndStartAt`): a
+    /// follower whose log ends below the leader's log start can only copy from there. `offset`
+    /// must be past the log end, or the log must be empty (a leader's first batch may begin
+    /// below its log start).
+    pub fn truncate_fully_and_start_at(&self, offset: i64, log_start: i64) -> Result<()> {
         let _w = self.writer.lock();
         self.check_open()?;
-        if offset <= self.log_end_offset() {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        let empty = start == end;
+        if offset < 0 || log_start < offset || !(offset > end || (empty && offset != end)) {
             return Err(Error::OffsetOutOfRange {
                 offset,
-                log_start: self.log_start_offset(),
-                log_end: self.log_end_offset(),
+                log_start: start,
+                log_end: end,
             });
         }
         let now = now_ms();
@@ -928,15 +932,10 @@ impl PartitionLog {
             map.insert(offset, seg);
             old
         };
-        for s in old {
-            s.delete_files()?;
-        }
-        for a in [
-            &self.log_start,
-            &self.log_end,
-            &self.high_watermark,
-            &self.cleaner_offset,
-        ] {
+        // The new state first, then the files: a failed deletion leaves garbage, not a log
+        // whose offsets disagree with its segments.
+        self.log_start.store(log_start, Ordering::Release);
+        for a in [&self.log_end, &self.high_watermark, &self.cleaner_offset] {
             a.store(offset, Ordering::Release);
         }
         self.recovery_point.store(offset, Ordering::Release);
@@ -947,7 +946,13 @@ impl PartitionLog {
             checkpoint::write_epochs(&self.dir, &st.epochs)?;
             producer::write_snapshot(&self.dir, offset, &st.producers)?;
         }
-        self.write_checkpoint()
+        self.write_checkpoint()?;
+        for s in old {
+            if let Err(e) = s.delete_files() {
+                tracing::warn!(dir = %self.dir.display(), "deleting a discarded segment: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Makes every offset below `before` unreadable (`DeleteRecords`): advances the log start
@@ -1117,10 +1122,10 @@ mod tests {
         let (log, _) = PartitionLog::open(dir.path(), config.clone(), true).unwrap();
         log.append(&mut batch(5), AppendOptions::leader(1)).unwrap();
         assert!(
-            log.truncate_fully_and_start_at(3).is_err(),
+            log.truncate_fully_and_start_at(3, 3).is_err(),
             "not past the log end"
         );
-        log.truncate_fully_and_start_at(100).unwrap();
+        log.truncate_fully_and_start_at(100, 100).unwrap();
         assert_eq!(
             (
                 log.log_start_offset(),
@@ -1146,5 +1151,15 @@ mod tests {
             .bytes()
             .unwrap()
             .is_empty());
+        // Emptied again, it may restart lower, where the leader's first batch begins, with the
+        // readable start kept.
+        log.truncate_fully_and_start_at(200, 200).unwrap();
+        log.truncate_fully_and_start_at(195, 200).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (200, 195));
+        let mut b = batch(10);
+        crate::batch::assign(&mut b, 0, 195, 6);
+        log.append(&mut b, AppendOptions::replica()).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (200, 205));
+        assert!(log.read(199, 1 << 20, ReadLimit::LogEnd).is_err());
     }
 }

@@ -209,6 +209,7 @@ impl Fetcher {
             );
         }
         if by_topic.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             return Ok(());
         }
         let req = OffsetForLeaderEpochRequest::default()
@@ -347,6 +348,7 @@ impl Fetcher {
                         tracing::warn!(%topic, partition = p.partition_index, from = p.log_start_offset, "restarting the replica at the leader's log start");
                         if let Err(e) = part.restart_as_follower_at(
                             p.log_start_offset,
+                            p.log_start_offset,
                             self.leader,
                             follow.epoch,
                         ) {
@@ -376,6 +378,21 @@ impl Fetcher {
                     // The leader may send a trailing partial batch: keep whole batches only.
                     let whole = strom_log::batch::whole_batches_len(&buf);
                     buf.truncate(whole);
+                    // Restarted at the leader's log start, the log may end inside the leader's
+                    // first batch (a log start set by DeleteRecords): begin where it begins.
+                    let (start, end) = (part.log.log_start_offset(), part.log.log_end_offset());
+                    if let Some(h) = strom_log::BatchHeader::parse(&buf) {
+                        if start == end && h.base_offset < end && end <= h.last_offset() {
+                            if let Err(e) = part.restart_as_follower_at(
+                                h.base_offset,
+                                start,
+                                self.leader,
+                                follow.epoch,
+                            ) {
+                                tracing::warn!(%topic, partition = p.partition_index, "restarting the replica failed: {e}");
+                            }
+                        }
+                    }
                     if !buf.is_empty() {
                         match part.append_as_follower(&mut buf, self.leader, follow.epoch) {
                             Ok(Some(_)) => {}
@@ -383,7 +400,11 @@ impl Fetcher {
                             Ok(None) => continue,
                             Err(e) => {
                                 tracing::warn!(%topic, partition = p.partition_index, "replica append failed: {e}");
-                                self.update(&key, follow.epoch, |f| f.truncated = false);
+                                self.update(&key, follow.epoch, |f| {
+                                    f.truncated = false;
+                                    f.backoff_until =
+                                        Some(Instant::now() + Duration::from_millis(300));
+                                });
                                 continue;
                             }
                         }

@@ -51,7 +51,7 @@ pub struct ClusterNode {
     applied: watch::Sender<Arc<Image>>,
     fetchers: Mutex<HashMap<i32, Arc<fetcher::Fetcher>>>,
     /// Leaders of `__consumer_offsets` partitions loaded into the group coordinator.
-    loaded_groups: Mutex<BTreeSet<i32>>,
+    loaded_groups: Mutex<BTreeMap<i32, i32>>,
     broker: Weak<Broker>,
 }
 
@@ -102,7 +102,7 @@ impl ClusterNode {
             shutting_down: AtomicBool::new(false),
             applied: watch::channel(Arc::new(Image::default())).0,
             fetchers: Mutex::new(HashMap::new()),
-            loaded_groups: Mutex::new(BTreeSet::new()),
+            loaded_groups: Mutex::new(BTreeMap::new()),
             broker: Arc::downgrade(broker),
         });
         if let Some(c) = &node.controller {
@@ -181,9 +181,8 @@ impl ClusterNode {
             return;
         };
         let target = img.version;
-        if self.controller.is_none() {
-            self.publish(img);
-        }
+        // Forward-only: on a controller node whose own log lags this catches it up too.
+        self.publish(img);
         let mut rx = self.applied.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|i| i.version >= target)).await;
     }
@@ -342,6 +341,7 @@ impl ClusterNode {
 
     async fn applier(self: Arc<Self>) {
         let mut rx = self.image_tx.subscribe();
+        let mut refused_other_cluster = false;
         loop {
             let registered = self.registered.notified();
             let img = rx.borrow_and_update().clone();
@@ -350,7 +350,21 @@ impl ClusterNode {
                 let Some(broker) = self.broker.upgrade() else {
                     return;
                 };
-                self.apply(&broker, &img);
+                // Metadata of another cluster (a wrong quorum, a wiped metadata log) is never
+                // applied to this data directory: it could delete its data.
+                match broker.bound_cluster() {
+                    Some(bound) if !img.cluster_id.is_empty() && bound != img.cluster_id => {
+                        if !refused_other_cluster {
+                            tracing::error!(
+                                data_dir_cluster = %bound,
+                                quorum_cluster = %img.cluster_id,
+                                "the data directory belongs to another cluster: not applying this quorum's metadata"
+                            );
+                            refused_other_cluster = true;
+                        }
+                    }
+                    _ => self.apply(&broker, &img),
+                }
             }
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { return },
@@ -525,19 +539,35 @@ impl ClusterNode {
         for (p, info) in t.partitions.iter().enumerate() {
             let p = p as i32;
             let leads = info.leader == self.node_id;
-            if leads && !loaded.contains(&p) {
+            let loaded_in = loaded.get(&p).copied();
+            if leads && loaded_in != Some(info.leader_epoch) {
+                // Led here in a new epoch (possibly again, after missing the images in between):
+                // reload from the log, which is the truth for this epoch.
+                if loaded_in.is_some() {
+                    broker.groups().unload_partition(p, count);
+                    loaded.remove(&p);
+                }
                 if let Some(part) = broker.partition(store::TOPIC, p) {
                     match broker.groups().load_partition(p, count, part) {
                         Ok(()) => {
-                            loaded.insert(p);
+                            loaded.insert(p, info.leader_epoch);
                         }
                         Err(e) => tracing::error!(partition = p, "loading groups failed: {e}"),
                     }
                 }
-            } else if !leads && loaded.remove(&p) {
+            } else if !leads && loaded.remove(&p).is_some() {
                 broker.groups().unload_partition(p, count);
             }
         }
+    }
+
+    /// Whether `part` is still this broker's replica of `topic`/`partition` (not deleted or
+    /// recreated meanwhile).
+    fn still_hosts(&self, topic: &str, partition: i32, part: &Arc<Partition>) -> bool {
+        self.broker
+            .upgrade()
+            .and_then(|b| b.partition(topic, partition))
+            .is_some_and(|p| Arc::ptr_eq(&p, part))
     }
 
     /// Whether this broker coordinates `group` now.
@@ -547,7 +577,7 @@ impl ClusterNode {
             return false;
         };
         let p = store::partition_for(group, t.partitions.len() as i32);
-        self.loaded_groups.lock().contains(&p)
+        self.loaded_groups.lock().contains_key(&p)
             && t.partitions
                 .get(p as usize)
                 .is_some_and(|i| i.leader == self.node_id)
@@ -603,14 +633,18 @@ impl ClusterNode {
                     .await;
                 match result {
                     Ok(Outcome::Partition(Ok(info))) => {
-                        // Committed. Applied here unless the image already carried it (or
-                        // newer).
-                        let now = part.state();
-                        if same_leadership(&now) && info.partition_epoch > now.partition_epoch {
-                            part.update_state(|s| {
+                        // Committed (or already so: the epoch is unchanged when the ISR was).
+                        // Applied here unless the image already carried it or something newer;
+                        // compared and written in one step against the applier.
+                        let mut wrote = false;
+                        part.update_state(|s| {
+                            if same_leadership(s) && info.partition_epoch >= s.partition_epoch {
                                 s.isr = info.isr.clone();
                                 s.partition_epoch = info.partition_epoch;
-                            });
+                                wrote = true;
+                            }
+                        });
+                        if wrote {
                             let isr: BTreeSet<i32> = info.isr.iter().copied().collect();
                             part.leader_update(|ls| (ls.isr_committed(isr), ()));
                             if let Some(b) = self.broker.upgrade() {
@@ -630,7 +664,10 @@ impl ClusterNode {
                         loop {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             let now = part.state();
-                            if !same_leadership(&now) || now.partition_epoch > st.partition_epoch {
+                            if !same_leadership(&now)
+                                || now.partition_epoch > st.partition_epoch
+                                || !self.still_hosts(&topic, partition, &part)
+                            {
                                 return;
                             }
                         }
@@ -656,7 +693,10 @@ impl ClusterNode {
                         tracing::debug!(%topic, partition, "ISR change not confirmed: {e}; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         let now = part.state();
-                        if !same_leadership(&now) || now.partition_epoch > st.partition_epoch {
+                        if !same_leadership(&now)
+                            || now.partition_epoch > st.partition_epoch
+                            || !self.still_hosts(&topic, partition, &part)
+                        {
                             return;
                         }
                     }

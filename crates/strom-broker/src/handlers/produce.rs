@@ -85,7 +85,9 @@ impl Broker {
                         if !info.duplicate {
                             appended = true;
                         }
-                        if acks == -1 && partition.log.high_watermark() <= info.last_offset {
+                        // Always checked again after the append, even when the high watermark
+                        // is already past it: the ISR may have shrunk below the minimum.
+                        if acks == -1 {
                             waits.push((
                                 responses.len(),
                                 parts.len(),

@@ -10,12 +10,17 @@
 //!   request without sockets.
 //! - [`handlers`]: one module per group of APIs (find where an API is handled in its table).
 //! - [`group`]: the consumer-group coordinator (a pure state machine plus its runtime).
+//! - [`replication`]: Kafka's ISR rules for one partition as pure state machines (high
+//!   watermark, ISR proposals, KIP-279 truncation steps).
+//! - [`cluster`]: a broker in a replicated cluster: its link to the metadata quorum
+//!   (`strom-controller`), applying metadata to local replicas and roles, replica fetchers.
 //! - [`server`]: the tokio TCP server: connections, pipelining, graceful shutdown.
 //! - [`alloc`]: a global allocator that keeps hostile element counts from aborting the broker.
 //!
 //! Each partition has a role (leader or follower), a leader epoch and a high watermark distinct
-//! from its log end; on a single node the broker leads everything and the high watermark follows
-//! the log end, which is what the replication layer will build on.
+//! from its log end. On a single node (no `controller-quorum`) the broker leads everything and
+//! the high watermark follows the log end; in a cluster the metadata quorum decides roles and
+//! the high watermark waits for the in-sync replicas.
 
 pub mod alloc;
 pub mod apis;

@@ -541,17 +541,7 @@ impl Image {
         };
         let partitions = assignment
             .into_iter()
-            .map(|replicas| PartitionInfo {
-                leader: replicas
-                    .iter()
-                    .copied()
-                    .find(|r| self.electable(*r))
-                    .unwrap_or(-1),
-                isr: replicas.clone(),
-                replicas,
-                leader_epoch: 0,
-                partition_epoch: 0,
-            })
+            .map(|replicas| self.new_partition(replicas))
             .collect();
         self.topics.insert(
             t.name.clone(),
@@ -562,6 +552,21 @@ impl Image {
             },
         );
         Ok(())
+    }
+
+    /// A new partition on `replicas`: all in sync, led by the first electable one.
+    fn new_partition(&self, replicas: Vec<i32>) -> PartitionInfo {
+        PartitionInfo {
+            leader: replicas
+                .iter()
+                .copied()
+                .find(|r| self.electable(*r))
+                .unwrap_or(-1),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
     }
 
     fn auto_assign(
@@ -671,17 +676,7 @@ impl Image {
         };
         let parts: Vec<PartitionInfo> = new
             .into_iter()
-            .map(|replicas| PartitionInfo {
-                leader: replicas
-                    .iter()
-                    .copied()
-                    .find(|r| self.electable(*r))
-                    .unwrap_or(-1),
-                isr: replicas.clone(),
-                replicas,
-                leader_epoch: 0,
-                partition_epoch: 0,
-            })
+            .map(|replicas| self.new_partition(replicas))
             .collect();
         if let Some(t) = self.topics.get_mut(topic) {
             t.partitions.extend(parts);

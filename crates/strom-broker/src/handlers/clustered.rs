@@ -22,6 +22,7 @@ use strom_controller::{Command, Image, NewTopic, Outcome, Refusal};
 use strom_log::LogConfig;
 
 use super::metadata::topic_uuid;
+use super::topics::delete_targets;
 use crate::broker::{sb, Broker};
 use crate::cluster::ClusterNode;
 use crate::group::store;
@@ -272,17 +273,7 @@ impl Broker {
         version: i16,
     ) -> DeleteTopicsResponse {
         let image = node.image();
-        let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-            r.topics
-                .into_iter()
-                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
-                .collect()
-        } else {
-            r.topic_names
-                .into_iter()
-                .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
-                .collect()
-        };
+        let targets = delete_targets(r, version);
         let mut responses = Vec::new();
         let mut names = Vec::new();
         for (name, id) in targets {

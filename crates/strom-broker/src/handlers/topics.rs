@@ -149,17 +149,7 @@ impl Broker {
         r: DeleteTopicsRequest,
         version: i16,
     ) -> DeleteTopicsResponse {
-        let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-            r.topics
-                .into_iter()
-                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
-                .collect()
-        } else {
-            r.topic_names
-                .into_iter()
-                .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
-                .collect()
-        };
+        let targets = delete_targets(r, version);
         let responses = targets
             .into_iter()
             .map(|(name, id)| {
@@ -258,6 +248,24 @@ impl Broker {
             })
             .collect();
         CreatePartitionsResponse::default().with_results(results)
+    }
+}
+
+/// The topics a DeleteTopics request names: by name (and, from v6, by id).
+pub(crate) fn delete_targets(
+    r: DeleteTopicsRequest,
+    version: i16,
+) -> Vec<(Option<String>, uuid::Uuid)> {
+    if version >= 6 {
+        r.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        r.topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
     }
 }
 

@@ -50,7 +50,7 @@ enum Command {
         #[command(subcommand)]
         what: GroupCommand,
     },
-    /// Describe the cluster.
+    /// Describe the cluster, or start and stop a local one.
     Cluster {
         #[command(flatten)]
         brokers: Brokers,

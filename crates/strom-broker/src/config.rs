@@ -198,7 +198,8 @@ impl BrokerConfig {
                 strom_controller::parse_quorum(q).map_err(|e| Error::Config(e.to_string()))?;
             if self.is_controller() && !voters.iter().any(|(id, _)| *id == self.node_id) {
                 return Err(Error::Config(format!(
-                    "node {} is a controller but not in controller-quorum {q}",
+                    "node {} is a controller but not in controller-quorum {q} \
+                     (add it, or set process-roles to `broker` for a broker-only node)",
                     self.node_id
                 )));
             }

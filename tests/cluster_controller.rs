@@ -259,3 +259,67 @@ async fn follower_behind_the_leaders_log_start_restarts_there() {
         .await;
     assert!(info.isr.contains(&follower), "{info:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_only_node_serves_and_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path()).await;
+    cluster.add_broker_only(4).await;
+    // Four partitions on four brokers: the broker-only node leads one.
+    let admin = cluster.admin().await.unwrap();
+    admin
+        .create_topics(&[NewTopic::new("four", 4).replication_factor(2)])
+        .await
+        .unwrap();
+    let led = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let t = cluster.admin().await.unwrap().describe_topic("four").await;
+            if let Some(p) = t
+                .ok()
+                .and_then(|t| t.partitions.iter().find(|p| p.leader == 4).cloned())
+            {
+                break p.partition;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 4 leads no partition of `four`\n{}",
+                cluster.all_logs_report()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let p = producer(&cluster, "all", "10").await;
+    let m = p
+        .send(ProducerRecord::new("four", "via node 4").partition(led))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(m.offset, 0);
+    // Killed, it is fenced like any broker and its partition moves to the other replica.
+    cluster.kill9(4);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = cluster.describe("four", led).await;
+        if info.as_ref().is_ok_and(|i| i.leader >= 0 && i.leader != 4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition {led} still led by node 4: {info:?}\n{}",
+            cluster.all_logs_report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = p
+        .send(ProducerRecord::new("four", "after the kill").partition(led))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(
+        m.offset, 1,
+        "the acknowledged record survived on the new leader"
+    );
+}

@@ -61,6 +61,8 @@ struct Node {
     log: PathBuf,
     /// How many times it was started (1 after `start`).
     starts: u32,
+    /// Runs with `--process-roles broker` (not a voter of the metadata quorum).
+    broker_only: bool,
     child: Option<Child>,
 }
 
@@ -104,6 +106,7 @@ impl TestCluster {
                     data_dir,
                     log: dir.join(format!("node-{id}.log")),
                     starts: 0,
+                    broker_only: false,
                     child: None,
                 }
             })
@@ -123,6 +126,44 @@ impl TestCluster {
         }
         cluster.wait_registered(deadline).await;
         cluster
+    }
+
+    /// Adds node `id` as a broker only (`--process-roles broker`: it registers with the
+    /// quorum but does not vote) and waits until it is listed as a broker.
+    pub async fn add_broker_only(&mut self, id: i32) {
+        let data_dir = self.dir.join(format!("node-{id}")).join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        self.nodes.push(Node {
+            id,
+            kafka_port: free_port(),
+            data_dir,
+            log: self.dir.join(format!("node-{id}.log")),
+            starts: 0,
+            broker_only: true,
+            child: None,
+        });
+        self.spawn(id);
+        let deadline = Instant::now() + START_TIMEOUT;
+        self.wait_listening(id, deadline).await;
+        loop {
+            let listed = match self.admin().await {
+                Ok(a) => a
+                    .describe_cluster()
+                    .await
+                    .is_ok_and(|c| c.brokers.iter().any(|b| b.id == id)),
+                Err(_) => false,
+            };
+            if listed {
+                return;
+            }
+            self.assert_running(id, "waiting for it to register");
+            assert!(
+                Instant::now() < deadline,
+                "broker-only node {id} not registered in time\n{}",
+                self.log_report(id)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn node(&self, id: i32) -> &Node {
@@ -158,8 +199,14 @@ impl TestCluster {
         )
         .unwrap();
         let stdout = log.try_clone().unwrap();
+        let roles: &[&str] = if node.broker_only {
+            &["--process-roles", "broker"]
+        } else {
+            &[]
+        };
         let child = Command::new(strom_bin())
             .arg("server")
+            .args(roles)
             .args(["--node-id", &id.to_string()])
             .args(["--listen", &node.kafka_addr()])
             .arg("--data-dir")

@@ -13,6 +13,7 @@
 pub use strom_broker as broker;
 pub use strom_client as client;
 pub use strom_controller as controller;
+pub use strom_streams as streams;
 pub use strom_log as log;
 
 pub mod bench;

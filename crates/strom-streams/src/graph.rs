@@ -18,7 +18,7 @@
 //! be co-partitioned, and each of its partitions is one task.
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -248,7 +248,6 @@ pub(crate) struct NodeDef {
 pub(crate) struct Graph {
     pub(crate) nodes: Vec<NodeDef>,
     pub(crate) errors: Vec<String>,
-    pub(crate) names: BTreeSet<String>,
 }
 
 impl Graph {

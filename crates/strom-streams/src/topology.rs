@@ -191,7 +191,6 @@ impl Topology {
         }
         let _ = bcx.partition;
         Ok(Task {
-            sub,
             partition,
             sources,
             stores: bcx.stores,
@@ -209,7 +208,6 @@ fn show(t: &TopicRef) -> String {
 
 /// A topology instance for one partition of one sub-topology.
 pub(crate) struct Task {
-    pub(crate) sub: usize,
     pub(crate) partition: i32,
     sources: HashMap<String, Box<dyn RawProcess>>,
     pub(crate) stores: BTreeMap<String, (Arc<dyn Any + Send + Sync>, Arc<dyn ErasedStore>)>,
@@ -238,10 +236,6 @@ impl Task {
     /// Output produced since the last call.
     pub(crate) fn take_output(&mut self) -> Vec<OutRecord> {
         std::mem::take(&mut self.cx.out)
-    }
-
-    pub(crate) fn output_len(&self) -> usize {
-        self.cx.out.len()
     }
 
     pub(crate) fn metrics(&self) -> TaskMetrics {

@@ -1,0 +1,829 @@
+//! [`Streams`]: a topology running against a Kafka-protocol cluster.
+//!
+//! ```text
+//!  consumer (group = application.id, range assignor)
+//!     │ poll ──▶ rebalance events ──▶ close revoked tasks / create + restore assigned tasks
+//!     ▼
+//!  records by task (sub-topology, partition) ──▶ Task::process ──▶ output records ──▶ producer
+//!     │
+//!  every commit.interval: commit()  =  store changes ─▶ changelogs
+//!                                      producer.flush (every output acknowledged)
+//!                                      consumer.commit_offsets (the processed input)
+//! ```
+//!
+//! Processing guarantee: at-least-once. Everything a task wrote before a commit is
+//! acknowledged before the input offsets are committed; after a crash (or when a task moves
+//! without a commit), the new owner restores the stores from their changelogs as of the last
+//! commit and reprocesses from the committed offsets, so results may repeat but are never
+//! lost. All of that lives in [`Runner::commit`], the one place a transaction will go when
+//! exactly-once arrives.
+//!
+//! Instances with the same `application.id` form one consumer group; the range assignor gives
+//! partition `p` of every co-partitioned topic to the same instance, which is what makes each
+//! task's inputs (for example both sides of a join) meet in one place.
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use strom_client::{
+    Admin, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition,
+};
+use tokio::sync::watch;
+
+use crate::dsl::{Key, Value};
+use crate::error::{Error, Result};
+use crate::graph::TaskMetrics;
+use crate::store::{ErasedStore, KvStore, StoreKind, WindowStore};
+use crate::topology::{changelog_topic, Task, Topology};
+use crate::window::Windowed;
+
+/// Settings of a streams application.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// `application.id`: the consumer group, and the prefix of internal topics.
+    pub application_id: String,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `commit.interval.ms`: how often output is flushed and input offsets committed.
+    pub commit_interval: Duration,
+    /// `replication.factor` of internal topics (-1: the broker's default).
+    pub replication_factor: i16,
+    /// How long one poll waits for records.
+    pub poll_timeout: Duration,
+    /// Extra producer settings (`producer.` prefix stripped).
+    pub producer: BTreeMap<String, String>,
+    /// Extra consumer settings (`consumer.` prefix stripped).
+    pub consumer: BTreeMap<String, String>,
+}
+
+impl StreamsConfig {
+    /// Settings for application `application_id` on the cluster at `bootstrap_servers`.
+    pub fn new(application_id: &str, bootstrap_servers: &str) -> Self {
+        StreamsConfig {
+            application_id: application_id.to_string(),
+            bootstrap_servers: bootstrap_servers.to_string(),
+            commit_interval: Duration::from_millis(1000),
+            replication_factor: -1,
+            poll_timeout: Duration::from_millis(100),
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+        }
+    }
+
+    /// Sets a property by its Kafka Streams name (`commit.interval.ms`,
+    /// `replication.factor`, `producer.*`, `consumer.*`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self> {
+        let bad = || Error::Config(format!("{key}: {value:?} is not a valid value"));
+        match key {
+            "commit.interval.ms" => {
+                self.commit_interval = Duration::from_millis(value.parse().map_err(|_| bad())?)
+            }
+            "replication.factor" => self.replication_factor = value.parse().map_err(|_| bad())?,
+            "poll.ms" => {
+                self.poll_timeout = Duration::from_millis(value.parse().map_err(|_| bad())?)
+            }
+            "application.id" => self.application_id = value.to_string(),
+            "bootstrap.servers" => self.bootstrap_servers = value.to_string(),
+            k => {
+                if let Some(p) = k.strip_prefix("producer.") {
+                    self.producer.insert(p.to_string(), value.to_string());
+                } else if let Some(c) = k.strip_prefix("consumer.") {
+                    self.consumer.insert(c.to_string(), value.to_string());
+                } else {
+                    return Err(Error::Config(format!(
+                        "unknown streams setting {key:?} (producer and consumer settings take a producer. or consumer. prefix)"
+                    )));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Sets the commit interval.
+    pub fn commit_interval(mut self, d: Duration) -> Self {
+        self.commit_interval = d;
+        self
+    }
+}
+
+/// Where an application is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Setting up topics and joining the group.
+    Starting,
+    /// Owns its tasks and processes records.
+    Running,
+    /// Stopped after an error (the message says what failed).
+    Failed(String),
+    /// Closed.
+    Stopped,
+}
+
+/// Counters of a running application.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamsMetrics {
+    /// Counters of the tasks, including those this instance no longer owns.
+    pub tasks: TaskMetrics,
+    /// Commits completed.
+    pub commits: u64,
+    /// Changelog records read while restoring stores.
+    pub restored: u64,
+    /// Records written to output, repartition and changelog topics.
+    pub produced: u64,
+}
+
+type StoreHandles = BTreeMap<String, (Arc<dyn Any + Send + Sync>, Arc<dyn ErasedStore>)>;
+
+struct Shared {
+    stores: Mutex<BTreeMap<(usize, i32), StoreHandles>>,
+    metrics: Mutex<StreamsMetrics>,
+}
+
+/// A running streams application. Dropping it stops processing without a final commit (as
+/// a crash would); [`close`](Streams::close) commits and leaves the group.
+pub struct Streams {
+    shared: Arc<Shared>,
+    state: watch::Receiver<State>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Streams {
+    /// Creates the internal topics, joins the group and starts processing in a tokio task.
+    /// Fails at once if a source topic is missing or co-partitioned topics disagree.
+    pub async fn start(topology: Topology, config: StreamsConfig) -> Result<Streams> {
+        let plan = prepare(&topology, &config).await?;
+        let shared = Arc::new(Shared {
+            stores: Mutex::new(BTreeMap::new()),
+            metrics: Mutex::new(StreamsMetrics::default()),
+        });
+        let (state_tx, state) = watch::channel(State::Starting);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut runner = Runner::new(topology, config, plan, shared.clone()).await?;
+        let task = tokio::spawn(async move {
+            let r = runner.run(stop_rx, &state_tx).await;
+            match &r {
+                Ok(()) => {
+                    let _ = state_tx.send(State::Stopped);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "streams application failed");
+                    let _ = state_tx.send(State::Failed(e.to_string()));
+                }
+            }
+            r
+        });
+        Ok(Streams {
+            shared,
+            state,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the application runs (owns its tasks, stores restored), or fails.
+    pub async fn wait_until_running(&mut self, timeout: Duration) -> Result<()> {
+        let r = tokio::time::timeout(timeout, self.state.wait_for(|s| *s != State::Starting)).await;
+        match r {
+            Err(_) => Err(Error::Config(format!("not running after {timeout:?}"))),
+            Ok(Err(_)) => Err(Error::Closed),
+            Ok(Ok(s)) => match &*s {
+                State::Running => Ok(()),
+                State::Failed(e) => Err(Error::Internal(e.clone())),
+                _ => Err(Error::Closed),
+            },
+        }
+    }
+
+    /// The tasks this instance owns: `(sub-topology, partition)`.
+    pub fn tasks(&self) -> Vec<(usize, i32)> {
+        self.shared.stores.lock().keys().copied().collect()
+    }
+
+    /// Counters so far.
+    pub fn metrics(&self) -> StreamsMetrics {
+        *self.shared.metrics.lock()
+    }
+
+    fn handles<S: Send + Sync + 'static>(&self, name: &str) -> Result<Vec<Arc<S>>> {
+        let mut out = Vec::new();
+        let mut found = false;
+        for stores in self.shared.stores.lock().values() {
+            if let Some((typed, _)) = stores.get(name) {
+                found = true;
+                out.push(typed.clone().downcast::<S>().map_err(|_| {
+                    Error::Config(format!("store {name:?} holds other key or value types"))
+                })?);
+            }
+        }
+        if !found && self.shared.stores.lock().is_empty() {
+            return Err(Error::Config(format!(
+                "store {name:?} is not available yet: this instance owns no tasks"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Interactive query: the local instance's key-value store `name` (the partitions this
+    /// instance owns).
+    pub fn kv_store<K: Key, V: Value>(&self, name: &str) -> Result<KvStoreView<K, V>> {
+        Ok(KvStoreView {
+            parts: self.handles::<Mutex<KvStore<K, V>>>(name)?,
+        })
+    }
+
+    /// Interactive query: the local instance's window store `name`.
+    pub fn window_store<K: Key, V: Value>(&self, name: &str) -> Result<WindowStoreView<K, V>> {
+        Ok(WindowStoreView {
+            parts: self.handles::<Mutex<WindowStore<K, V>>>(name)?,
+        })
+    }
+
+    /// Commits, leaves the group and stops.
+    pub async fn close(mut self) -> Result<()> {
+        let _ = self.stop.send(true);
+        match self.task.take() {
+            Some(t) => t.await.map_err(|e| Error::Internal(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A read-only view of a key-value store across the partitions this instance owns.
+pub struct KvStoreView<K, V> {
+    parts: Vec<Arc<Mutex<KvStore<K, V>>>>,
+}
+
+impl<K: Key, V: Value> KvStoreView<K, V> {
+    /// The value of `key`, if this instance has it.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.parts.iter().find_map(|p| p.lock().get(key).cloned())
+    }
+    /// Entries with keys in `[from, to]`, in key order.
+    pub fn range(&self, from: &K, to: &K) -> Vec<(K, V)> {
+        let mut out: Vec<(K, V)> = self
+            .parts
+            .iter()
+            .flat_map(|p| {
+                p.lock()
+                    .range(from.clone()..=to.clone())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+    /// Every entry, in key order.
+    pub fn all(&self) -> Vec<(K, V)> {
+        let mut out: Vec<(K, V)> = self
+            .parts
+            .iter()
+            .flat_map(|p| {
+                p.lock()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// A read-only view of a window store across the partitions this instance owns.
+pub struct WindowStoreView<K, V> {
+    parts: Vec<Arc<Mutex<WindowStore<K, V>>>>,
+}
+
+impl<K: Key, V: Value> WindowStoreView<K, V> {
+    /// The windows of `key` starting in `[from, to]`.
+    pub fn fetch(&self, key: &K, from: i64, to: i64) -> Vec<(Windowed<K>, V)> {
+        self.parts
+            .iter()
+            .flat_map(|p| {
+                p.lock()
+                    .fetch(key, from, to)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+    /// Every open window.
+    pub fn all(&self) -> Vec<(Windowed<K>, V)> {
+        let mut out: Vec<(Windowed<K>, V)> = self
+            .parts
+            .iter()
+            .flat_map(|p| {
+                p.lock()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// What setup learned: partitions per sub-topology and which sub-topology reads each topic.
+struct Plan {
+    topic_sub: HashMap<String, usize>,
+}
+
+async fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Plan> {
+    let app = &config.application_id;
+    if app.is_empty()
+        || !app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(Error::Config(format!(
+            "application.id {app:?} must be non-empty ASCII letters, digits, '.', '_' or '-' (it prefixes topic names)"
+        )));
+    }
+    let admin = Admin::new(ClientConfig::new(&config.bootstrap_servers)).await?;
+    let subs = topology.sub_topics(app);
+    let internal = topology.internal_topics(app);
+    // Partition counts of user source topics.
+    let mut counts: HashMap<String, i32> = HashMap::new();
+    for (sources, _) in &subs {
+        for t in sources {
+            if internal.contains(t) {
+                continue;
+            }
+            match admin.describe_topic(t).await {
+                Ok(info) if !info.partitions.is_empty() => {
+                    counts.insert(t.clone(), info.partitions.len() as i32);
+                }
+                Ok(_) | Err(strom_client::Error::UnknownTopic(_)) => {
+                    return Err(Error::Topology(format!(
+                        "source topic {t:?} does not exist; create it before starting the application"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // Co-partitioning: the user topics of one sub-topology must agree.
+    let mut sub_parts: Vec<Option<i32>> = vec![None; subs.len()];
+    for (i, (sources, _)) in subs.iter().enumerate() {
+        let user: Vec<(&String, i32)> = sources
+            .iter()
+            .filter_map(|t| counts.get(t).map(|c| (t, *c)))
+            .collect();
+        if let Some((first, n)) = user.first() {
+            if let Some((other, m)) = user.iter().find(|(_, m)| m != n) {
+                return Err(Error::Topology(format!(
+                    "topics {first:?} ({n} partitions) and {other:?} ({m} partitions) are joined but not co-partitioned; \
+                     give them the same number of partitions or .repartition() one side"
+                )));
+            }
+            sub_parts[i] = Some(*n);
+        }
+    }
+    // Repartition topics get the partition count of the sub-topology that writes them.
+    for _ in 0..subs.len() {
+        for (i, (_, sinks)) in subs.iter().enumerate() {
+            let Some(n) = sub_parts[i] else { continue };
+            for t in sinks.iter().filter(|t| internal.contains(*t)) {
+                for (j, (sources, _)) in subs.iter().enumerate() {
+                    if sources.contains(t) {
+                        sub_parts[j] = Some(sub_parts[j].map_or(n, |m| m.max(n)));
+                    }
+                }
+            }
+        }
+    }
+    let mut wanted = Vec::new();
+    for (i, s) in topology.subs.iter().enumerate() {
+        let n = sub_parts[i]
+            .ok_or_else(|| Error::Internal(format!("no partition count for sub-topology {i}")))?;
+        for t in subs[i].0.iter().filter(|t| internal.contains(*t)) {
+            wanted.push((
+                NewTopic::new(t.clone(), n).replication_factor(config.replication_factor),
+                n,
+            ));
+        }
+        for st in &s.stores {
+            let mut nt = NewTopic::new(changelog_topic(app, &st.name), n)
+                .replication_factor(config.replication_factor)
+                .config("cleanup.policy", "compact");
+            if st.kind != StoreKind::KeyValue {
+                nt = nt.config("min.compaction.lag.ms", "0");
+            }
+            wanted.push((nt, n));
+        }
+    }
+    for (nt, n) in wanted {
+        match admin.describe_topic(&nt.name).await {
+            Ok(info) if !info.partitions.is_empty() => {
+                if info.partitions.len() as i32 != n {
+                    return Err(Error::Topology(format!(
+                        "internal topic {:?} has {} partitions but the topology needs {n}; delete it or use a new application.id",
+                        nt.name,
+                        info.partitions.len()
+                    )));
+                }
+            }
+            _ => {
+                if let Err(e) = admin.create_topics(std::slice::from_ref(&nt)).await {
+                    // Another instance may have created it meanwhile.
+                    if !e.to_string().contains("already exists") {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    }
+    let mut topic_sub = HashMap::new();
+    for (i, (sources, _)) in subs.into_iter().enumerate() {
+        for t in sources {
+            topic_sub.insert(t, i);
+        }
+    }
+    Ok(Plan { topic_sub })
+}
+
+#[derive(Default)]
+struct Events {
+    assigned: Vec<TopicPartition>,
+    revoked: Vec<TopicPartition>,
+}
+
+struct Listener(Arc<Mutex<Events>>);
+
+impl RebalanceListener for Listener {
+    fn on_assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0.lock().assigned.extend_from_slice(partitions);
+    }
+    fn on_revoked(&mut self, partitions: &[TopicPartition]) {
+        self.0.lock().revoked.extend_from_slice(partitions);
+    }
+    fn on_lost(&mut self, partitions: &[TopicPartition]) {
+        self.0.lock().revoked.extend_from_slice(partitions);
+    }
+}
+
+struct Runner {
+    topology: Topology,
+    config: StreamsConfig,
+    plan: Plan,
+    shared: Arc<Shared>,
+    consumer: Consumer,
+    producer: Producer,
+    restore: Consumer,
+    admin: Admin,
+    events: Arc<Mutex<Events>>,
+    tasks: BTreeMap<(usize, i32), Task>,
+    /// Next offset to commit per input partition (processed, not yet committed).
+    offsets: BTreeMap<TopicPartition, i64>,
+    deliveries: VecDeque<DeliveryFuture>,
+    last_commit: Instant,
+    /// Metrics of tasks already closed.
+    closed_metrics: TaskMetrics,
+}
+
+impl Runner {
+    async fn new(
+        topology: Topology,
+        config: StreamsConfig,
+        plan: Plan,
+        shared: Arc<Shared>,
+    ) -> Result<Self> {
+        let app = config.application_id.clone();
+        let mut pc = ProducerConfig::new(&config.bootstrap_servers);
+        pc.set("client.id", &format!("{app}-producer"))?;
+        pc.set("linger.ms", "5")?;
+        pc.set("batch.size", "262144")?;
+        pc.set("acks", "all")?;
+        for (k, v) in &config.producer {
+            pc.set(k, v)?;
+        }
+        let mut cc = ConsumerConfig::new(&config.bootstrap_servers);
+        cc.set("client.id", &format!("{app}-consumer"))?;
+        cc.set("group.id", &app)?;
+        cc.set("enable.auto.commit", "false")?;
+        cc.set("auto.offset.reset", "earliest")?;
+        cc.set("partition.assignment.strategy", "range")?;
+        cc.set("max.poll.records", "10000")?;
+        cc.set("fetch.max.wait.ms", "100")?;
+        for (k, v) in &config.consumer {
+            cc.set(k, v)?;
+        }
+        let mut rc = ConsumerConfig::new(&config.bootstrap_servers);
+        rc.set("client.id", &format!("{app}-restore-consumer"))?;
+        rc.set("enable.auto.commit", "false")?;
+        rc.set("max.poll.records", "10000")?;
+        rc.set("fetch.max.wait.ms", "50")?;
+        let events = Arc::new(Mutex::new(Events::default()));
+        let mut consumer = Consumer::new(cc).await?;
+        consumer.set_rebalance_listener(Listener(events.clone()));
+        let topics: Vec<String> = plan.topic_sub.keys().cloned().collect();
+        consumer.subscribe(&topics)?;
+        Ok(Runner {
+            producer: Producer::new(pc).await?,
+            restore: Consumer::new(rc).await?,
+            admin: Admin::new(ClientConfig::new(&config.bootstrap_servers)).await?,
+            consumer,
+            topology,
+            config,
+            plan,
+            shared,
+            events,
+            tasks: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            deliveries: VecDeque::new(),
+            last_commit: Instant::now(),
+            closed_metrics: TaskMetrics::default(),
+        })
+    }
+
+    async fn run(
+        &mut self,
+        mut stop: watch::Receiver<bool>,
+        state: &watch::Sender<State>,
+    ) -> Result<()> {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let records = tokio::select! {
+                r = self.consumer.poll(self.config.poll_timeout) => r?,
+                _ = stop.changed() => break,
+            };
+            self.rebalance().await?;
+            if !self.tasks.is_empty() && *state.borrow() == State::Starting {
+                let _ = state.send(State::Running);
+            }
+            self.process(records).await?;
+            if self.last_commit.elapsed() >= self.config.commit_interval {
+                self.commit().await?;
+            }
+        }
+        self.commit().await?;
+        let consumer = std::mem::replace(
+            &mut self.consumer,
+            Consumer::new(ConsumerConfig::new(&self.config.bootstrap_servers)).await?,
+        );
+        consumer.close().await?;
+        Ok(())
+    }
+
+    fn task_of(&self, tp: &TopicPartition) -> Option<(usize, i32)> {
+        self.plan
+            .topic_sub
+            .get(&tp.topic)
+            .map(|&s| (s, tp.partition))
+    }
+
+    /// Applies the rebalance events gathered during the last poll.
+    async fn rebalance(&mut self) -> Result<()> {
+        let (assigned, revoked) = {
+            let mut e = self.events.lock();
+            (
+                std::mem::take(&mut e.assigned),
+                std::mem::take(&mut e.revoked),
+            )
+        };
+        for tp in &revoked {
+            // Work since the last commit is abandoned: the next owner restores the stores as
+            // of that commit and reprocesses from its offsets (at-least-once).
+            self.offsets.remove(tp);
+            if let Some(id) = self.task_of(tp) {
+                if let Some(t) = self.tasks.remove(&id) {
+                    let m = t.metrics();
+                    add(&mut self.closed_metrics, m);
+                    self.shared.stores.lock().remove(&id);
+                    tracing::info!(sub = id.0, partition = id.1, "task closed");
+                }
+            }
+        }
+        let app = self.config.application_id.clone();
+        let owned: BTreeSet<(usize, i32)> = self
+            .consumer
+            .assignment()
+            .iter()
+            .filter_map(|tp| self.task_of(tp))
+            .collect();
+        for tp in &assigned {
+            let Some(id) = self.task_of(tp) else { continue };
+            if self.tasks.contains_key(&id) || !owned.contains(&id) {
+                continue;
+            }
+            let task = self.topology.task(id.0, &app, id.1)?;
+            self.restore_stores(&task.stores.clone(), id).await?;
+            self.shared.stores.lock().insert(id, task.stores.clone());
+            tracing::info!(sub = id.0, partition = id.1, "task running");
+            self.tasks.insert(id, task);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a task's stores from their changelogs.
+    async fn restore_stores(
+        &mut self,
+        stores: &StoreHandles,
+        (sub, partition): (usize, i32),
+    ) -> Result<()> {
+        if stores.is_empty() {
+            return Ok(());
+        }
+        let app = &self.config.application_id;
+        let wanted: Vec<(TopicPartition, i64)> = stores
+            .keys()
+            .map(|s| (TopicPartition::new(changelog_topic(app, s), partition), -1))
+            .collect();
+        let ends = self.admin.list_partition_offsets(&wanted).await?;
+        let by_topic: HashMap<String, &Arc<dyn ErasedStore>> = stores
+            .iter()
+            .map(|(name, (_, s))| (changelog_topic(app, name), s))
+            .collect();
+        let todo: Vec<TopicPartition> = ends
+            .iter()
+            .filter(|(_, &end)| end > 0)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        self.restore.assign(&todo)?;
+        self.restore.seek_to_beginning(&todo)?;
+        let mut restored = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let done = todo
+                .iter()
+                .all(|tp| self.restore.position(tp).is_some_and(|p| p >= ends[tp]));
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Internal(
+                    "restoring state took longer than 5 minutes".into(),
+                ));
+            }
+            for r in self.restore.poll(Duration::from_millis(100)).await? {
+                let (Some(store), Some(key)) = (by_topic.get(&r.topic), r.key.as_deref()) else {
+                    continue;
+                };
+                if r.offset >= ends[&TopicPartition::new(r.topic.clone(), r.partition)] {
+                    continue;
+                }
+                store.restore(key, r.value.as_deref())?;
+                restored += 1;
+            }
+        }
+        self.restore.unassign();
+        self.shared.metrics.lock().restored += restored;
+        tracing::info!(sub, partition, restored, "stores restored");
+        Ok(())
+    }
+
+    async fn process(&mut self, records: Vec<strom_client::ConsumerRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // Records per task, in timestamp order when a task reads several topics.
+        let mut by_task: BTreeMap<(usize, i32), Vec<strom_client::ConsumerRecord>> =
+            BTreeMap::new();
+        for r in records {
+            let tp = TopicPartition::new(r.topic.clone(), r.partition);
+            if let Some(id) = self.task_of(&tp) {
+                if self.tasks.contains_key(&id) {
+                    by_task.entry(id).or_default().push(r);
+                }
+            }
+        }
+        for (id, mut recs) in by_task {
+            if recs.iter().any(|r| r.topic != recs[0].topic) {
+                recs.sort_by_key(|r| r.timestamp);
+            }
+            let out = {
+                let Some(task) = self.tasks.get_mut(&id) else {
+                    continue;
+                };
+                for r in &recs {
+                    task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                    let tp = TopicPartition::new(r.topic.clone(), r.partition);
+                    let next = r.offset + 1;
+                    let e = self.offsets.entry(tp).or_insert(next);
+                    *e = (*e).max(next);
+                }
+                task.take_output()
+            };
+            self.send_all(out.into_iter().map(|o| ProducerRecord {
+                topic: o.topic.to_string(),
+                partition: None,
+                key: o.key,
+                value: o.value,
+                headers: Vec::new(),
+                timestamp: Some(o.timestamp),
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_all(&mut self, records: impl Iterator<Item = ProducerRecord>) -> Result<()> {
+        let mut n = 0u64;
+        for r in records {
+            self.deliveries.push_back(self.producer.send(r).await?);
+            n += 1;
+            // Settle acknowledged deliveries as we go (a failure stops the application).
+            while let Some(f) = self.deliveries.front_mut() {
+                match f.now_or_never() {
+                    Some(r) => {
+                        r?;
+                        self.deliveries.pop_front();
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.shared.metrics.lock().produced += n;
+        Ok(())
+    }
+
+    /// The commit path: store changes to changelogs, every output acknowledged, then input
+    /// offsets. (With transactions this becomes one transaction.)
+    async fn commit(&mut self) -> Result<()> {
+        self.last_commit = Instant::now();
+        let app = self.config.application_id.clone();
+        let mut changes = Vec::new();
+        for task in self.tasks.values() {
+            for (store, key, value) in task.drain_changes() {
+                changes.push(ProducerRecord {
+                    topic: changelog_topic(&app, &store),
+                    partition: Some(task.partition),
+                    key: Some(key),
+                    value,
+                    headers: Vec::new(),
+                    timestamp: None,
+                });
+            }
+        }
+        self.send_all(changes.into_iter()).await?;
+        self.producer.flush().await?;
+        while let Some(f) = self.deliveries.pop_front() {
+            f.await?;
+        }
+        let owned: BTreeSet<TopicPartition> = self.consumer.assignment().into_iter().collect();
+        let offsets: BTreeMap<TopicPartition, i64> = std::mem::take(&mut self.offsets)
+            .into_iter()
+            .filter(|(tp, _)| owned.contains(tp))
+            .collect();
+        if !offsets.is_empty() {
+            if let Err(e) = self.consumer.commit_offsets(&offsets).await {
+                // A rebalance is under way: the tasks will be closed and their work redone by
+                // the next owner.
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+        let mut m = self.closed_metrics;
+        for t in self.tasks.values() {
+            add(&mut m, t.metrics());
+        }
+        let mut sm = self.shared.metrics.lock();
+        sm.tasks = m;
+        sm.commits += 1;
+        Ok(())
+    }
+}
+
+fn add(a: &mut TaskMetrics, b: TaskMetrics) {
+    a.processed += b.processed;
+    a.late_dropped += b.late_dropped;
+    a.skipped += b.skipped;
+}
+
+/// Waits for `f` with a timeout; used by examples and tests.
+#[doc(hidden)]
+pub async fn settle(d: Duration) {
+    tokio::time::sleep(d).await
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Runner>();
+    let _ = OffsetReset::Earliest;
+}

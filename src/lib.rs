@@ -13,10 +13,11 @@
 pub use strom_broker as broker;
 pub use strom_client as client;
 pub use strom_controller as controller;
-pub use strom_streams as streams;
 pub use strom_log as log;
+pub use strom_streams as streams;
 
 pub mod bench;
 pub mod bench_client;
 pub mod bench_cluster;
+pub mod bench_streams;
 pub mod cli;

@@ -293,6 +293,8 @@ enum BenchCommand {
     /// acks=all on replication factor 3 against acks=1 on replication factor 1, on a local
     /// cluster of `strom server` processes that this command starts and stops.
     Replication(strom::bench_cluster::ReplicationBench),
+    /// The Streams API end to end (embedded) against a hand-written loop over the same records.
+    Streams(strom::bench_streams::StreamsBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -662,6 +664,14 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::Replication(b),
         } => cli::block_on(async move { strom::bench_cluster::run(b).await.map(|_| ()) }),
+        Command::Bench {
+            what: BenchCommand::Streams(b),
+        } => cli::block_on(async move {
+            strom::bench_streams::run(b)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

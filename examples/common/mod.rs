@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use strom::client::partitioner::partition_for_key;
 use strom::client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
     ProducerRecord, TopicPartition,
@@ -168,4 +169,30 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+}
+
+/// One key per partition of a topic with `partitions` partitions (`{prefix}-N`, placed as
+/// Kafka's default partitioner places them). Windowed operators keep stream time per
+/// partition, so a record on each of these keys advances it in every task.
+pub fn key_per_partition(prefix: &str, partitions: i32) -> Vec<String> {
+    (0..partitions)
+        .map(|p| {
+            (0u64..)
+                .map(|i| format!("{prefix}-{i}"))
+                .find(|k| partition_for_key(k.as_bytes(), partitions) == p)
+                .expect("some key lands in every partition")
+        })
+        .collect()
+}
+
+/// `ms` as a time of day relative to `origin`: `d1 07:05:09`.
+pub fn clock(origin: i64, ms: i64) -> String {
+    let s = (ms - origin).div_euclid(1000);
+    format!(
+        "d{} {:02}:{:02}:{:02}",
+        s / 86_400,
+        s % 86_400 / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
 }

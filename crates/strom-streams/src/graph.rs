@@ -182,11 +182,14 @@ pub(crate) fn any_input<K: 'static, V: 'static>(p: impl Process<K, V> + 'static)
     Box::new(input)
 }
 
+/// A task's stores by name: typed (for operators and queries) and erased (for the runtime).
+pub(crate) type StoreMap = BTreeMap<String, (Arc<dyn Any + Send + Sync>, Arc<dyn ErasedStore>)>;
+
 /// Per-task context while building processors.
 pub(crate) struct BuildCx {
     pub(crate) app: Arc<str>,
     pub(crate) partition: i32,
-    pub(crate) stores: BTreeMap<String, (Arc<dyn Any + Send + Sync>, Arc<dyn ErasedStore>)>,
+    pub(crate) stores: StoreMap,
 }
 
 impl BuildCx {

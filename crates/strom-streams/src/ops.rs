@@ -227,8 +227,14 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
                     observed = observed.max(ts);
                     let close = observed.saturating_sub(w.grace);
                     let d = w.diff;
-                    // Every window containing `ts` ends by ts + d.
-                    if ts.saturating_add(d) <= close {
+                    // Sliding windows include their end, so (as in Kafka) a window [s, e] stays
+                    // open while e >= close and closes once e + grace < stream time. (Treating
+                    // e == close as closed, as time windows do with their exclusive end, would
+                    // drop the left window [t - d, t] of every in-order record when grace is 0.)
+                    //
+                    // Every window containing `ts` ends by ts + d: the record is late when that
+                    // one has closed (Kafka: ts + 1 + d <= close).
+                    if ts.saturating_add(d) < close {
                         late(cx, &late_topic, &k, &v, ts);
                         return;
                     }
@@ -244,6 +250,7 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
                         .collect();
                     let times: BTreeSet<i64> = recs.iter().map(|r| r.0).collect();
                     let mut affected: BTreeSet<(i64, i64)> = BTreeSet::new();
+                    let mut s = st.lock();
                     for &r in &times {
                         let left = (r - d, r);
                         if left.0 <= ts && ts <= left.1 {
@@ -251,18 +258,32 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
                         }
                         let right = (r + 1, r + 1 + d);
                         let has_later = times.range(r + 1..=r + 1 + d).next().is_some();
-                        if has_later && (r == ts || (right.0 <= ts && ts <= right.1)) {
+                        // The record's own right window does not contain it: it only needs
+                        // creating, and re-emitting an existing one would repeat an unchanged
+                        // value (Kafka's `rightWinAlreadyCreated`).
+                        let own_new = r == ts
+                            && s.get(&Windowed {
+                                key: k.clone(),
+                                window: Window {
+                                    start: right.0,
+                                    end: right.1,
+                                },
+                            })
+                            .is_none();
+                        if has_later && (own_new || (right.0 <= ts && ts <= right.1)) {
                             affected.insert(right);
                         }
                     }
-                    let mut s = st.lock();
                     for (start, end) in affected {
-                        if end <= close {
+                        if end < close {
                             continue;
                         }
                         let mut acc: Option<A> = None;
+                        // Results carry the largest timestamp in their window, as in Kafka.
+                        let mut max_ts = i64::MIN;
                         for (t, rv) in &recs {
                             if *t >= start && *t <= end {
+                                max_ts = max_ts.max(*t);
                                 match acc.as_mut() {
                                     Some(a) => {
                                         fold(&k, rv.clone(), Some(a));
@@ -277,21 +298,23 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
                                 window: Window { start, end },
                             };
                             if emit == Emit::OnUpdate && !down.is_empty() {
-                                pending.push((wk.clone(), a.clone(), ts.max(start)));
+                                pending.push((wk.clone(), a.clone(), max_ts));
                             }
                             s.put(wk, a);
                         }
                     }
-                    if s.first_end().is_some_and(|e| e <= close) {
-                        for (wk, a) in s.pop_ending_by(close) {
+                    if s.first_end().is_some_and(|e| e < close) {
+                        for (wk, a) in s.pop_ending_by(close.saturating_sub(1)) {
                             if emit == Emit::OnWindowClose {
                                 let t = wk.window.end;
                                 pending.push((wk, a, t));
                             }
                         }
                     }
-                    // Open windows start after close - d; older records are no longer needed.
-                    b.pop_older_than(close.saturating_sub(d));
+                    // Open windows end at or after close, so they start at or after close - d;
+                    // a record at close - d - 1 may still need its right window created when
+                    // a record arrives in [close - d, close]. Older records are not needed.
+                    b.pop_older_than(close.saturating_sub(d).saturating_sub(1));
                     drop(s);
                     drop(b);
                     for (wk, a, t) in pending.drain(..) {
@@ -315,7 +338,7 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
     new_table(&s.g, node, None)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(crate) fn session_aggregate<K: Key, V: Value, A: Value>(
     s: &KStream<K, V>,
     store: &str,
@@ -366,7 +389,10 @@ pub(crate) fn session_aggregate<K: Key, V: Value, A: Value>(
                         Some(x) => merger(&k, x, a),
                         None => acc = Some(a),
                     }
-                    if emit == Emit::OnUpdate {
+                    // A tombstone for each merged-away session; not for one whose bounds the
+                    // record leaves unchanged (it is overwritten by the update below, and a
+                    // tombstone would briefly delete it for downstream tables).
+                    if emit == Emit::OnUpdate && old.window != (Window { start, end }) {
                         pending.push((old, None, ts));
                     }
                 }
@@ -601,22 +627,39 @@ pub(crate) fn table_join<K: Key, V1: Value, V2: Value, VR: Value>(
             .error("a table-table join needs both tables kept in key-value stores (windowed tables cannot be joined)");
         return new_table(g, left.node, None);
     };
+    // The store the result is materialized in (named after the join node, added next). The
+    // join reads it to tell deletions of result rows from updates that leave a key absent on
+    // both sides of the result: only the former are forwarded as tombstones (as in Kafka,
+    // where e.g. an inner join ignores updates while the other side has no row).
+    let res = format!("{}-STATE-STORE", g.lock().next_name("KTABLE-JOIN"));
+    let res_name = res.clone();
     let build: Builder = Arc::new(move |bcx, mut outs| {
         let l = bcx.store(&ls, kv::<K, V1>);
         let r = bcx.store(&rs, kv::<K, V2>);
+        let res = bcx.store(&res_name, kv::<K, VR>);
         let down = Arc::new(Mutex::new(outs.fanout::<K, Option<VR>>(0)));
         let joiner = joiner.clone();
         Box::new(Many(move |port| {
-            let (l, r, down, joiner) = (l.clone(), r.clone(), down.clone(), joiner.clone());
+            let (l, r, res, down, joiner) = (
+                l.clone(),
+                r.clone(),
+                res.clone(),
+                down.clone(),
+                joiner.clone(),
+            );
             if port == 0 {
                 any_input::<K, Option<V1>>(move |cx: &mut Cx, k, v: Option<V1>, ts| {
                     let out = joiner(v.as_ref(), r.lock().get(&k));
-                    down.lock().emit(cx, k, out, ts)
+                    if out.is_some() || res.lock().get(&k).is_some() {
+                        down.lock().emit(cx, k, out, ts)
+                    }
                 })
             } else {
                 any_input::<K, Option<V2>>(move |cx: &mut Cx, k, v: Option<V2>, ts| {
                     let out = joiner(l.lock().get(&k), v.as_ref());
-                    down.lock().emit(cx, k, out, ts)
+                    if out.is_some() || res.lock().get(&k).is_some() {
+                        down.lock().emit(cx, k, out, ts)
+                    }
                 })
             }
         }))
@@ -626,6 +669,6 @@ pub(crate) fn table_join<K: Key, V1: Value, V2: Value, VR: Value>(
         &[(left.node, 0, 0), (right.node, 0, 1)],
         build,
     );
-    let name = format!("{}-STATE-STORE", g.lock().nodes[node].name);
-    materialize(g, node, &name, "KTABLE-JOIN-MATERIALIZE")
+    debug_assert_eq!(res, format!("{}-STATE-STORE", g.lock().nodes[node].name));
+    materialize(g, node, &res, "KTABLE-JOIN-MATERIALIZE")
 }

@@ -22,7 +22,6 @@
 //! partition `p` of every co-partitioned topic to the same instance, which is what makes each
 //! task's inputs (for example both sides of a join) meet in one place.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +40,11 @@ use crate::graph::TaskMetrics;
 use crate::store::{ErasedStore, KvStore, StoreKind, WindowStore};
 use crate::topology::{changelog_topic, Task, Topology};
 use crate::window::Windowed;
+
+/// How long a task waits for an input partition whose position or high watermark is not known
+/// yet (nothing fetched) before processing its other inputs. An input known to have data in
+/// the log is always waited for, as Kafka Streams does with `max.task.idle.ms=0`.
+const MAX_TASK_IDLE: Duration = Duration::from_millis(500);
 
 /// Settings of a streams application.
 #[derive(Debug, Clone)]
@@ -137,7 +141,7 @@ pub struct StreamsMetrics {
     pub produced: u64,
 }
 
-type StoreHandles = BTreeMap<String, (Arc<dyn Any + Send + Sync>, Arc<dyn ErasedStore>)>;
+type StoreHandles = crate::graph::StoreMap;
 
 struct Shared {
     stores: Mutex<BTreeMap<(usize, i32), StoreHandles>>,
@@ -497,6 +501,14 @@ struct Runner {
     /// Next offset to commit per input partition (processed, not yet committed).
     offsets: BTreeMap<TopicPartition, i64>,
     deliveries: VecDeque<DeliveryFuture>,
+    /// Polled records not yet processed, per task and input partition.
+    queues:
+        BTreeMap<(usize, i32), BTreeMap<TopicPartition, VecDeque<strom_client::ConsumerRecord>>>,
+    /// Since when a task has been waiting for an input partition that has data in the log.
+    idle_since: HashMap<(usize, i32), Instant>,
+    paused: BTreeSet<TopicPartition>,
+    /// Source topics of each sub-topology.
+    sub_topics: Vec<Vec<String>>,
     last_commit: Instant,
     /// Metrics of tasks already closed.
     closed_metrics: TaskMetrics,
@@ -539,6 +551,11 @@ impl Runner {
         consumer.set_rebalance_listener(Listener(events.clone()));
         let topics: Vec<String> = plan.topic_sub.keys().cloned().collect();
         consumer.subscribe(&topics)?;
+        let sub_topics = topology
+            .sub_topics(&app)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         Ok(Runner {
             producer: Producer::new(pc).await?,
             restore: Consumer::new(rc).await?,
@@ -552,6 +569,10 @@ impl Runner {
             tasks: BTreeMap::new(),
             offsets: BTreeMap::new(),
             deliveries: VecDeque::new(),
+            queues: BTreeMap::new(),
+            idle_since: HashMap::new(),
+            paused: BTreeSet::new(),
+            sub_topics,
             last_commit: Instant::now(),
             closed_metrics: TaskMetrics::default(),
         })
@@ -609,6 +630,9 @@ impl Runner {
             // of that commit and reprocesses from its offsets (at-least-once).
             self.offsets.remove(tp);
             if let Some(id) = self.task_of(tp) {
+                self.queues.remove(&id);
+                self.idle_since.remove(&id);
+                self.paused.remove(tp);
                 if let Some(t) = self.tasks.remove(&id) {
                     let m = t.metrics();
                     add(&mut self.closed_metrics, m);
@@ -698,47 +722,140 @@ impl Runner {
         Ok(())
     }
 
+    /// Queues polled records by task and input partition, then processes every task as far
+    /// as timestamp order allows.
     async fn process(&mut self, records: Vec<strom_client::ConsumerRecord>) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        // Records per task, in timestamp order when a task reads several topics.
-        let mut by_task: BTreeMap<(usize, i32), Vec<strom_client::ConsumerRecord>> =
-            BTreeMap::new();
+        let mut current: Option<(String, i32, (usize, i32))> = None;
         for r in records {
-            let tp = TopicPartition::new(r.topic.clone(), r.partition);
-            if let Some(id) = self.task_of(&tp) {
-                if self.tasks.contains_key(&id) {
-                    by_task.entry(id).or_default().push(r);
-                }
-            }
-        }
-        for (id, mut recs) in by_task {
-            if recs.iter().any(|r| r.topic != recs[0].topic) {
-                recs.sort_by_key(|r| r.timestamp);
-            }
-            let out = {
-                let Some(task) = self.tasks.get_mut(&id) else {
+            let same = current
+                .as_ref()
+                .is_some_and(|(t, p, _)| *t == r.topic && *p == r.partition);
+            if !same {
+                let tp = TopicPartition::new(r.topic.clone(), r.partition);
+                let Some(id) = self.task_of(&tp) else {
                     continue;
                 };
-                for r in &recs {
-                    task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
-                    let tp = TopicPartition::new(r.topic.clone(), r.partition);
-                    let next = r.offset + 1;
-                    let e = self.offsets.entry(tp).or_insert(next);
-                    *e = (*e).max(next);
+                current = Some((r.topic.clone(), r.partition, id));
+            }
+            let Some((_, _, id)) = &current else { continue };
+            if !self.tasks.contains_key(id) {
+                continue;
+            }
+            let q = self
+                .queues
+                .entry(*id)
+                .or_default()
+                .entry(TopicPartition::new(r.topic.clone(), r.partition))
+                .or_default();
+            q.push_back(r);
+        }
+        let ids: Vec<(usize, i32)> = self.queues.keys().copied().collect();
+        for id in ids {
+            let out = self.process_task(id);
+            if !out.is_empty() {
+                self.send_all(out.into_iter().map(|o| ProducerRecord {
+                    topic: o.topic.to_string(),
+                    partition: None,
+                    key: o.key,
+                    value: o.value,
+                    headers: Vec::new(),
+                    timestamp: Some(o.timestamp),
+                }))
+                .await?;
+            }
+        }
+        self.flow_control()?;
+        Ok(())
+    }
+
+    /// Processes a task's queued records in timestamp order across its input partitions (as
+    /// Kafka Streams does): the record with the smallest timestamp goes first, and while an
+    /// input partition has nothing queued but the log holds more for it (its position is
+    /// behind its high watermark) the task waits for it, for at most `MAX_TASK_IDLE`.
+    fn process_task(&mut self, id: (usize, i32)) -> Vec<crate::graph::OutRecord> {
+        let inputs: Vec<TopicPartition> = self.sub_topics[id.0]
+            .iter()
+            .map(|t| TopicPartition::new(t.clone(), id.1))
+            .collect();
+        let (Some(task), Some(queues)) = (self.tasks.get_mut(&id), self.queues.get_mut(&id)) else {
+            return Vec::new();
+        };
+        // Whether an input with nothing queued still has data in the log: Some(true) known
+        // behind, Some(false) caught up, None not known yet (asked once per call).
+        let mut behind_memo: HashMap<TopicPartition, Option<bool>> = HashMap::new();
+        loop {
+            let mut best: Option<(&TopicPartition, i64)> = None;
+            let mut blocked = false;
+            let mut unknown = false;
+            for tp in &inputs {
+                match queues.get(tp).and_then(|q| q.front()) {
+                    Some(r) => {
+                        if best.is_none_or(|(_, ts)| r.timestamp < ts) {
+                            best = Some((tp, r.timestamp));
+                        }
+                    }
+                    None => {
+                        let consumer = &self.consumer;
+                        let behind = *behind_memo.entry(tp.clone()).or_insert_with(|| {
+                            match (consumer.position(tp), consumer.high_watermark(tp)) {
+                                (Some(p), Some(h)) => Some(p < h),
+                                _ => None,
+                            }
+                        });
+                        match behind {
+                            Some(true) => blocked = true,
+                            Some(false) => {}
+                            None => unknown = true,
+                        }
+                    }
                 }
-                task.take_output()
+            }
+            let Some((tp, _)) = best else { break };
+            if blocked {
+                // The log has older records for an empty input: they are on their way.
+                break;
+            }
+            if unknown {
+                // An input not fetched yet (its records may well be older): wait a little.
+                let since = *self.idle_since.entry(id).or_insert_with(Instant::now);
+                if since.elapsed() < MAX_TASK_IDLE {
+                    break;
+                }
+            } else {
+                self.idle_since.remove(&id);
+            }
+            let tp = tp.clone();
+            let Some(r) = queues.get_mut(&tp).and_then(|q| q.pop_front()) else {
+                break;
             };
-            self.send_all(out.into_iter().map(|o| ProducerRecord {
-                topic: o.topic.to_string(),
-                partition: None,
-                key: o.key,
-                value: o.value,
-                headers: Vec::new(),
-                timestamp: Some(o.timestamp),
-            }))
-            .await?;
+            task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+            self.offsets.insert(tp, r.offset + 1);
+        }
+        task.take_output()
+    }
+
+    /// Pauses partitions with many records queued, resumes them once drained.
+    fn flow_control(&mut self) -> Result<()> {
+        let mut pause = Vec::new();
+        let mut resume = Vec::new();
+        for qs in self.queues.values() {
+            for (tp, q) in qs {
+                if q.len() > 50_000 && !self.paused.contains(tp) {
+                    pause.push(tp.clone());
+                } else if q.len() < 10_000 && self.paused.contains(tp) {
+                    resume.push(tp.clone());
+                }
+            }
+        }
+        if !pause.is_empty() {
+            self.consumer.pause(&pause)?;
+            self.paused.extend(pause);
+        }
+        if !resume.is_empty() {
+            self.consumer.resume(&resume)?;
+            for tp in &resume {
+                self.paused.remove(tp);
+            }
         }
         Ok(())
     }

@@ -1,6 +1,5 @@
 //! A finished topology and the tasks built from it.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -10,9 +9,8 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::graph::{
     subtopologies, AnyBox, BuildCx, Cx, Graph, Inputs, NodeDef, OutRecord, Outs, RawProcess,
-    Subtopology, TaskMetrics, TopicRef,
+    StoreMap, Subtopology, TaskMetrics, TopicRef,
 };
-use crate::store::ErasedStore;
 
 /// A processing topology: what [`StreamsBuilder::build`](crate::StreamsBuilder::build)
 /// returns and what runs in a [`Streams`](crate::Streams) application or a
@@ -210,7 +208,7 @@ fn show(t: &TopicRef) -> String {
 pub(crate) struct Task {
     pub(crate) partition: i32,
     sources: HashMap<String, Box<dyn RawProcess>>,
-    pub(crate) stores: BTreeMap<String, (Arc<dyn Any + Send + Sync>, Arc<dyn ErasedStore>)>,
+    pub(crate) stores: StoreMap,
     cx: Cx,
 }
 

@@ -1,3 +1,4 @@
+//! A first end-to-end check of the DSL through the test driver.
 #![allow(clippy::unwrap_used)]
 use std::time::Duration;
 use strom_streams::*;

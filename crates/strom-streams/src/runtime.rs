@@ -15,7 +15,7 @@
 //! acknowledged before the input offsets are committed; after a crash (or when a task moves
 //! without a commit), the new owner restores the stores from their changelogs as of the last
 //! commit and reprocesses from the committed offsets, so results may repeat but are never
-//! lost. All of that lives in [`Runner::commit`], the one place a transaction will go when
+//! lost. All of that lives in `Runner::commit`, the one place a transaction will go when
 //! exactly-once arrives.
 //!
 //! Instances with the same `application.id` form one consumer group; the range assignor gives
@@ -725,29 +725,30 @@ impl Runner {
     /// Queues polled records by task and input partition, then processes every task as far
     /// as timestamp order allows.
     async fn process(&mut self, records: Vec<strom_client::ConsumerRecord>) -> Result<()> {
-        let mut current: Option<(String, i32, (usize, i32))> = None;
+        // Records arrive in runs per partition: look the queue up once per run.
+        let mut current: Option<(String, i32)> = None;
+        let mut lane: Option<&mut VecDeque<strom_client::ConsumerRecord>> = None;
         for r in records {
             let same = current
                 .as_ref()
-                .is_some_and(|(t, p, _)| *t == r.topic && *p == r.partition);
+                .is_some_and(|(t, p)| *t == r.topic && *p == r.partition);
             if !same {
                 let tp = TopicPartition::new(r.topic.clone(), r.partition);
-                let Some(id) = self.task_of(&tp) else {
-                    continue;
+                let id = self
+                    .plan
+                    .topic_sub
+                    .get(&tp.topic)
+                    .map(|&s| (s, tp.partition))
+                    .filter(|id| self.tasks.contains_key(id));
+                lane = match id {
+                    Some(id) => Some(self.queues.entry(id).or_default().entry(tp).or_default()),
+                    None => None,
                 };
-                current = Some((r.topic.clone(), r.partition, id));
+                current = Some((r.topic.clone(), r.partition));
             }
-            let Some((_, _, id)) = &current else { continue };
-            if !self.tasks.contains_key(id) {
-                continue;
+            if let Some(q) = lane.as_mut() {
+                q.push_back(r);
             }
-            let q = self
-                .queues
-                .entry(*id)
-                .or_default()
-                .entry(TopicPartition::new(r.topic.clone(), r.partition))
-                .or_default();
-            q.push_back(r);
         }
         let ids: Vec<(usize, i32)> = self.queues.keys().copied().collect();
         for id in ids {
@@ -773,63 +774,81 @@ impl Runner {
     /// input partition has nothing queued but the log holds more for it (its position is
     /// behind its high watermark) the task waits for it, for at most `MAX_TASK_IDLE`.
     fn process_task(&mut self, id: (usize, i32)) -> Vec<crate::graph::OutRecord> {
-        let inputs: Vec<TopicPartition> = self.sub_topics[id.0]
-            .iter()
-            .map(|t| TopicPartition::new(t.clone(), id.1))
-            .collect();
         let (Some(task), Some(queues)) = (self.tasks.get_mut(&id), self.queues.get_mut(&id)) else {
             return Vec::new();
         };
-        // Whether an input with nothing queued still has data in the log: Some(true) known
-        // behind, Some(false) caught up, None not known yet (asked once per call).
-        let mut behind_memo: HashMap<TopicPartition, Option<bool>> = HashMap::new();
-        loop {
-            let mut best: Option<(&TopicPartition, i64)> = None;
-            let mut blocked = false;
-            let mut unknown = false;
-            for tp in &inputs {
-                match queues.get(tp).and_then(|q| q.front()) {
-                    Some(r) => {
-                        if best.is_none_or(|(_, ts)| r.timestamp < ts) {
-                            best = Some((tp, r.timestamp));
-                        }
-                    }
-                    None => {
-                        let consumer = &self.consumer;
-                        let behind = *behind_memo.entry(tp.clone()).or_insert_with(|| {
-                            match (consumer.position(tp), consumer.high_watermark(tp)) {
-                                (Some(p), Some(h)) => Some(p < h),
-                                _ => None,
+        for t in &self.sub_topics[id.0] {
+            queues
+                .entry(TopicPartition::new(t.clone(), id.1))
+                .or_default();
+        }
+        // One lane per input partition: its queue and the next offset to commit.
+        let mut lanes: Vec<(
+            &TopicPartition,
+            &mut VecDeque<strom_client::ConsumerRecord>,
+            Option<i64>,
+        )> = queues.iter_mut().map(|(tp, q)| (tp, q, None)).collect();
+        if let [(_, q, next)] = lanes.as_mut_slice() {
+            // One input: its records are already in order.
+            for r in q.drain(..) {
+                task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                *next = Some(r.offset + 1);
+            }
+        } else {
+            // Whether an input with nothing queued still has data in the log: Some(true)
+            // known behind, Some(false) caught up, None not known yet (asked once per call).
+            let mut behind_memo: Vec<Option<Option<bool>>> = vec![None; lanes.len()];
+            loop {
+                let mut best: Option<(usize, i64)> = None;
+                let mut blocked = false;
+                let mut unknown = false;
+                for (i, (tp, q, _)) in lanes.iter().enumerate() {
+                    match q.front() {
+                        Some(r) => {
+                            if best.is_none_or(|(_, ts)| r.timestamp < ts) {
+                                best = Some((i, r.timestamp));
                             }
-                        });
-                        match behind {
-                            Some(true) => blocked = true,
-                            Some(false) => {}
-                            None => unknown = true,
+                        }
+                        None => {
+                            let consumer = &self.consumer;
+                            let behind = *behind_memo[i].get_or_insert_with(|| {
+                                match (consumer.position(tp), consumer.high_watermark(tp)) {
+                                    (Some(p), Some(h)) => Some(p < h),
+                                    _ => None,
+                                }
+                            });
+                            match behind {
+                                Some(true) => blocked = true,
+                                Some(false) => {}
+                                None => unknown = true,
+                            }
                         }
                     }
                 }
-            }
-            let Some((tp, _)) = best else { break };
-            if blocked {
-                // The log has older records for an empty input: they are on their way.
-                break;
-            }
-            if unknown {
-                // An input not fetched yet (its records may well be older): wait a little.
-                let since = *self.idle_since.entry(id).or_insert_with(Instant::now);
-                if since.elapsed() < MAX_TASK_IDLE {
+                let Some((i, _)) = best else { break };
+                if blocked {
+                    // The log has older records for an empty input: they are on their way.
                     break;
                 }
-            } else {
-                self.idle_since.remove(&id);
+                if unknown {
+                    // An input not fetched yet (its records may well be older): wait a little.
+                    let since = *self.idle_since.entry(id).or_insert_with(Instant::now);
+                    if since.elapsed() < MAX_TASK_IDLE {
+                        break;
+                    }
+                } else {
+                    self.idle_since.remove(&id);
+                }
+                let (_, q, next) = &mut lanes[i];
+                let Some(r) = q.pop_front() else { break };
+                task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                *next = Some(r.offset + 1);
             }
-            let tp = tp.clone();
-            let Some(r) = queues.get_mut(&tp).and_then(|q| q.pop_front()) else {
-                break;
-            };
-            task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
-            self.offsets.insert(tp, r.offset + 1);
+        }
+        for (tp, _, next) in lanes {
+            if let Some(n) = next {
+                self.offsets.insert(tp.clone(), n);
+            }
         }
         task.take_output()
     }

@@ -21,11 +21,12 @@
 //! The cost: state must fit in memory and restore time grows with the compacted changelog.
 //! Windowed stores drop windows once they close, so they stay bounded by the active windows.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::ops::RangeBounds;
 
 use bytes::Bytes;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::SerdeError;
 use crate::serde::Serde;
@@ -76,14 +77,14 @@ fn encode<T: Serde>(v: &T) -> Bytes {
 #[derive(Debug)]
 pub struct KvStore<K, V> {
     map: BTreeMap<K, V>,
-    dirty: HashSet<K>,
+    dirty: FxHashSet<K>,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for KvStore<K, V> {
     fn default() -> Self {
         KvStore {
             map: BTreeMap::new(),
-            dirty: HashSet::new(),
+            dirty: FxHashSet::default(),
         }
     }
 }
@@ -157,17 +158,21 @@ impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for KvSto
 /// A window store: values per key and window (windowed aggregates, sessions).
 #[derive(Debug)]
 pub struct WindowStore<K, V> {
-    map: BTreeMap<Windowed<K>, V>,
+    /// Point lookups (the per-record path) go through a hash map...
+    map: FxHashMap<Windowed<K>, V>,
+    /// ...range queries through an ordered index (by key, then start).
+    index: BTreeSet<Windowed<K>>,
     by_end: BTreeSet<(i64, Windowed<K>)>,
-    dirty: HashSet<Windowed<K>>,
+    dirty: FxHashSet<Windowed<K>>,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for WindowStore<K, V> {
     fn default() -> Self {
         WindowStore {
-            map: BTreeMap::new(),
+            map: FxHashMap::default(),
+            index: BTreeSet::new(),
             by_end: BTreeSet::new(),
-            dirty: HashSet::new(),
+            dirty: FxHashSet::default(),
         }
     }
 }
@@ -199,11 +204,13 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
     /// The windows of `key` starting in `[from, to]`, earliest first.
     pub fn fetch(&self, key: &K, from: i64, to: i64) -> impl Iterator<Item = (&Windowed<K>, &V)> {
         let (lo, hi) = key_range(key, from, to);
-        self.map.range(lo..=hi)
+        self.index
+            .range(lo..=hi)
+            .filter_map(|w| self.map.get_key_value(w))
     }
     /// Every open window, by key then start.
     pub fn iter(&self) -> impl Iterator<Item = (&Windowed<K>, &V)> {
-        self.map.iter()
+        self.index.iter().filter_map(|w| self.map.get_key_value(w))
     }
     /// Number of open windows.
     pub fn len(&self) -> usize {
@@ -230,11 +237,13 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
     pub(crate) fn put(&mut self, key: Windowed<K>, value: V) {
         self.touch(&key);
         if self.map.insert(key.clone(), value).is_none() {
+            self.index.insert(key.clone());
             self.by_end.insert((key.window.end, key));
         }
     }
     pub(crate) fn remove(&mut self, key: &Windowed<K>) -> Option<V> {
         let v = self.map.remove(key)?;
+        self.index.remove(key);
         self.by_end.remove(&(key.window.end, key.clone()));
         self.touch(key);
         Some(v)
@@ -254,6 +263,7 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
                 break;
             };
             if let Some(v) = self.map.remove(&w) {
+                self.index.remove(&w);
                 self.touch(&w);
                 out.push((w, v));
             }
@@ -263,7 +273,7 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
     /// Keys of the windows of `key` (sessions) starting at or before `start_max`.
     pub(crate) fn windows_of(&self, key: &K, start_max: i64) -> Vec<Windowed<K>> {
         let (lo, hi) = key_range(key, i64::MIN, start_max);
-        self.map.range(lo..=hi).map(|(w, _)| w.clone()).collect()
+        self.index.range(lo..=hi).cloned().collect()
     }
 }
 
@@ -279,11 +289,13 @@ impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for Windo
             Some(v) => {
                 let v = V::deserialize(v)?;
                 if self.map.insert(k.clone(), v).is_none() {
+                    self.index.insert(k.clone());
                     self.by_end.insert((k.window.end, k));
                 }
             }
             None => {
                 if self.map.remove(&k).is_some() {
+                    self.index.remove(&k);
                     self.by_end.remove(&(k.window.end, k));
                 }
             }
@@ -304,7 +316,7 @@ pub(crate) struct Buffered<V> {
 pub(crate) struct RecordBuffer<K, V> {
     map: BTreeMap<(K, i64, u64), Buffered<V>>,
     by_ts: BTreeSet<(i64, K, u64)>,
-    dirty: HashSet<(K, i64, u64)>,
+    dirty: FxHashSet<(K, i64, u64)>,
     seq: u64,
 }
 
@@ -313,7 +325,7 @@ impl<K: Ord + Hash + Clone, V> Default for RecordBuffer<K, V> {
         RecordBuffer {
             map: BTreeMap::new(),
             by_ts: BTreeSet::new(),
-            dirty: HashSet::new(),
+            dirty: FxHashSet::default(),
             seq: 0,
         }
     }

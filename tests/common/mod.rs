@@ -109,10 +109,17 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     pub fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with_args(dir, port, &[])
+    }
+
+    /// As [`start`](Self::start), with `strom server` flags added (for example
+    /// `["--config", "FILE.toml"]` to lower the group session or rebalance timers).
+    pub fn start_with_args(dir: &Path, port: u16, extra: &[&std::ffi::OsStr]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(strom_bin())
             .args(["server", "--listen", &addr.to_string(), "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

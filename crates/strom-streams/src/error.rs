@@ -18,6 +18,12 @@ pub enum Error {
     /// The embedded broker failed.
     #[error("embedded broker: {0}")]
     Broker(#[from] strom_broker::Error),
+    /// Waiting for something took too long.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The application stopped after an error (the message says which).
+    #[error("the streams application failed: {0}")]
+    Failed(String),
     /// The application was closed.
     #[error("the streams application is closed")]
     Closed,

@@ -152,6 +152,7 @@ struct Shared {
 /// a crash would); [`close`](Streams::close) commits and leaves the group.
 pub struct Streams {
     shared: Arc<Shared>,
+    store_names: BTreeSet<String>,
     state: watch::Receiver<State>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
@@ -162,6 +163,11 @@ impl Streams {
     /// Fails at once if a source topic is missing or co-partitioned topics disagree.
     pub async fn start(topology: Topology, config: StreamsConfig) -> Result<Streams> {
         let plan = prepare(&topology, &config).await?;
+        let store_names = topology
+            .subs
+            .iter()
+            .flat_map(|s| s.stores.iter().map(|d| d.name.clone()))
+            .collect();
         let shared = Arc::new(Shared {
             stores: Mutex::new(BTreeMap::new()),
             metrics: Mutex::new(StreamsMetrics::default()),
@@ -184,6 +190,7 @@ impl Streams {
         });
         Ok(Streams {
             shared,
+            store_names,
             state,
             stop,
             task: Some(task),
@@ -199,11 +206,13 @@ impl Streams {
     pub async fn wait_until_running(&mut self, timeout: Duration) -> Result<()> {
         let r = tokio::time::timeout(timeout, self.state.wait_for(|s| *s != State::Starting)).await;
         match r {
-            Err(_) => Err(Error::Config(format!("not running after {timeout:?}"))),
+            Err(_) => Err(Error::Timeout(format!(
+                "the application is not running after {timeout:?} (still joining its group or restoring state)"
+            ))),
             Ok(Err(_)) => Err(Error::Closed),
             Ok(Ok(s)) => match &*s {
                 State::Running => Ok(()),
-                State::Failed(e) => Err(Error::Internal(e.clone())),
+                State::Failed(e) => Err(Error::Failed(e.clone())),
                 _ => Err(Error::Closed),
             },
         }
@@ -214,12 +223,19 @@ impl Streams {
         self.shared.stores.lock().keys().copied().collect()
     }
 
-    /// Counters so far.
+    /// Counters as of the last commit (they lag processing by up to `commit.interval.ms`).
     pub fn metrics(&self) -> StreamsMetrics {
         *self.shared.metrics.lock()
     }
 
     fn handles<S: Send + Sync + 'static>(&self, name: &str) -> Result<Vec<Arc<S>>> {
+        if !self.store_names.contains(name) {
+            let known: Vec<&str> = self.store_names.iter().map(String::as_str).collect();
+            return Err(Error::Config(format!(
+                "the topology has no store named {name:?} (its stores: {})",
+                known.join(", ")
+            )));
+        }
         let mut out = Vec::new();
         let mut found = false;
         for stores in self.shared.stores.lock().values() {
@@ -471,13 +487,17 @@ async fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Plan> {
 struct Events {
     assigned: Vec<TopicPartition>,
     revoked: Vec<TopicPartition>,
+    /// An assignment (possibly empty) has arrived since the last look.
+    joined: bool,
 }
 
 struct Listener(Arc<Mutex<Events>>);
 
 impl RebalanceListener for Listener {
     fn on_assigned(&mut self, partitions: &[TopicPartition]) {
-        self.0.lock().assigned.extend_from_slice(partitions);
+        let mut e = self.0.lock();
+        e.assigned.extend_from_slice(partitions);
+        e.joined = true;
     }
     fn on_revoked(&mut self, partitions: &[TopicPartition]) {
         self.0.lock().revoked.extend_from_slice(partitions);
@@ -591,8 +611,8 @@ impl Runner {
                 r = self.consumer.poll(self.config.poll_timeout) => r?,
                 _ = stop.changed() => break,
             };
-            self.rebalance().await?;
-            if !self.tasks.is_empty() && *state.borrow() == State::Starting {
+            // Running once the group has given this instance its share (which may be none).
+            if self.rebalance().await? && *state.borrow() == State::Starting {
                 let _ = state.send(State::Running);
             }
             self.process(records).await?;
@@ -616,13 +636,15 @@ impl Runner {
             .map(|&s| (s, tp.partition))
     }
 
-    /// Applies the rebalance events gathered during the last poll.
-    async fn rebalance(&mut self) -> Result<()> {
-        let (assigned, revoked) = {
+    /// Applies the rebalance events gathered during the last poll; true once an assignment
+    /// (possibly empty) has been applied: tasks created and their stores restored.
+    async fn rebalance(&mut self) -> Result<bool> {
+        let (assigned, revoked, joined) = {
             let mut e = self.events.lock();
             (
                 std::mem::take(&mut e.assigned),
                 std::mem::take(&mut e.revoked),
+                std::mem::take(&mut e.joined),
             )
         };
         for tp in &revoked {
@@ -659,7 +681,7 @@ impl Runner {
             tracing::info!(sub = id.0, partition = id.1, "task running");
             self.tasks.insert(id, task);
         }
-        Ok(())
+        Ok(joined)
     }
 
     /// Rebuilds a task's stores from their changelogs.

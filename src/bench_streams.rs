@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use strom_client::{Admin, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
 use strom_streams::{
-    Emit, JoinWindows, Serde, Streams, StreamsBuilder, StreamsConfig, Strom, TimeWindows,
+    Embedded, Emit, JoinWindows, Serde, Streams, StreamsBuilder, StreamsConfig, Strom, TimeWindows,
 };
 
 /// Options of `strom bench streams`.
@@ -145,12 +145,13 @@ async fn load(
 async fn run_app(
     builder: StreamsBuilder,
     app: &str,
-    bootstrap: &str,
+    strom: &Embedded,
     expect: u64,
 ) -> anyhow::Result<Duration> {
-    let config = StreamsConfig::new(app, bootstrap).commit_interval(Duration::from_millis(500));
+    let config =
+        StreamsConfig::new(app, &strom.bootstrap()).commit_interval(Duration::from_millis(500));
     let t = Instant::now();
-    let mut streams = Streams::start(builder.build()?, config).await?;
+    let mut streams = Streams::start_embedded(builder.build()?, config, strom).await?;
     streams.wait_until_running(Duration::from_secs(60)).await?;
     loop {
         let m = streams.metrics();
@@ -187,6 +188,73 @@ async fn output_count(admin: &Admin, topic: &str) -> anyhow::Result<u64> {
     Ok(ends.values().map(|&o| o.max(0) as u64).sum())
 }
 
+/// The topology of workload (a).
+fn count_topology() -> StreamsBuilder {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<i64, i64>("bench-events")
+        .group_by_key()
+        .windowed_by(TimeWindows::tumbling(
+            Duration::from_millis(WINDOW_MS as u64),
+            Duration::ZERO,
+        ))
+        .emit(Emit::OnWindowClose)
+        .count()
+        .to_stream()
+        .to("bench-counts");
+    builder
+}
+
+/// The topology of workload (b).
+fn join_topology() -> StreamsBuilder {
+    let builder = StreamsBuilder::new();
+    let right = builder.stream::<i64, i64>("bench-right");
+    builder
+        .stream::<i64, i64>("bench-left")
+        .join(
+            &right,
+            |a, b| a + b,
+            JoinWindows::new(Duration::from_millis(JOIN_MS as u64), Duration::ZERO),
+        )
+        .to("bench-joined");
+    builder
+}
+
+/// Records/s of the topology alone: encoded records piped through the test driver (no log,
+/// no client), for telling processing cost from transport cost.
+fn processing_only(
+    builder: StreamsBuilder,
+    recs: &[(i64, i64, i64)],
+    topics: [&str; 2],
+) -> anyhow::Result<f64> {
+    let encoded: Vec<(bytes::Bytes, bytes::Bytes, i64)> = recs
+        .iter()
+        .map(|(k, v, ts)| {
+            (
+                bytes::Bytes::copy_from_slice(&k.to_be_bytes()),
+                bytes::Bytes::copy_from_slice(&v.to_be_bytes()),
+                *ts,
+            )
+        })
+        .collect();
+    let mut driver = strom_streams::TopologyTestDriver::new(builder.build()?)?;
+    let t = Instant::now();
+    for (i, (k, v, ts)) in encoded.into_iter().enumerate() {
+        let (topic, ts) = if topics[0] == topics[1] || i % 2 == 0 {
+            (topics[0], ts)
+        } else {
+            (topics[1], ts + 5)
+        };
+        driver.pipe_raw(topic, Some(k), Some(v), ts);
+        if i % 4096 == 0 {
+            driver.output_topics().iter().for_each(|_| ());
+        }
+    }
+    let took = t.elapsed();
+    std::hint::black_box(driver.drain_changelogs().len());
+    Ok(recs.len() as f64 / took.as_secs_f64())
+}
+
 /// Runs both workloads and prints the table.
 pub async fn run(b: StreamsBench) -> anyhow::Result<Vec<Row>> {
     let base = b.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -210,19 +278,9 @@ pub async fn run(b: StreamsBench) -> anyhow::Result<Vec<Row>> {
     let t = Instant::now();
     load(&bootstrap, "bench-events", recs.iter().copied()).await?;
     eprintln!("loaded {} records in {:.1?}", recs.len(), t.elapsed());
-    let builder = StreamsBuilder::new();
-    builder
-        .stream::<i64, i64>("bench-events")
-        .group_by_key()
-        .windowed_by(TimeWindows::tumbling(
-            Duration::from_millis(WINDOW_MS as u64),
-            Duration::ZERO,
-        ))
-        .emit(Emit::OnWindowClose)
-        .count()
-        .to_stream()
-        .to("bench-counts");
-    let st = run_app(builder, "bench-count", &bootstrap, b.records).await?;
+    let only = processing_only(count_topology(), &recs, ["bench-events", "bench-events"])?;
+    eprintln!("windowed count, topology alone (test driver, no log): {only:.0} rec/s");
+    let st = run_app(count_topology(), "bench-count", &strom, b.records).await?;
     let outputs = output_count(&admin, "bench-counts").await?;
     rows.push(Row {
         name: "windowed count",
@@ -253,17 +311,9 @@ pub async fn run(b: StreamsBench) -> anyhow::Result<Vec<Row>> {
     )
     .await?;
     eprintln!("loaded {} records in {:.1?}", recs.len(), t.elapsed());
-    let builder = StreamsBuilder::new();
-    let right = builder.stream::<i64, i64>("bench-right");
-    builder
-        .stream::<i64, i64>("bench-left")
-        .join(
-            &right,
-            |a, b| a + b,
-            JoinWindows::new(Duration::from_millis(JOIN_MS as u64), Duration::ZERO),
-        )
-        .to("bench-joined");
-    let st = run_app(builder, "bench-join", &bootstrap, b.records).await?;
+    let only = processing_only(join_topology(), &recs, ["bench-left", "bench-right"])?;
+    eprintln!("join, topology alone (test driver, no log): {only:.0} rec/s");
+    let st = run_app(join_topology(), "bench-join", &strom, b.records).await?;
     let outputs = output_count(&admin, "bench-joined").await?;
     rows.push(Row {
         name: "stream-stream join",

@@ -46,6 +46,23 @@ use crate::window::Windowed;
 /// the log is always waited for, as Kafka Streams does with `max.task.idle.ms=0`.
 const MAX_TASK_IDLE: Duration = Duration::from_millis(500);
 
+/// Records queued per input partition in direct mode before its log is read again.
+const DIRECT_QUEUE: usize = 20_000;
+
+/// An input record waiting in its task's queue.
+struct QRec {
+    offset: i64,
+    timestamp: i64,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
+}
+
+/// Where direct mode reads an input partition.
+struct Direct {
+    log: Arc<strom_log::PartitionLog>,
+    position: i64,
+}
+
 /// Settings of a streams application.
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
@@ -162,6 +179,27 @@ impl Streams {
     /// Creates the internal topics, joins the group and starts processing in a tokio task.
     /// Fails at once if a source topic is missing or co-partitioned topics disagree.
     pub async fn start(topology: Topology, config: StreamsConfig) -> Result<Streams> {
+        Self::start_inner(topology, config, None).await
+    }
+
+    /// Like [`start`](Self::start) against an [`Embedded`](crate::Embedded) broker in this
+    /// process, reading input straight from its log instead of fetching it over the Kafka
+    /// protocol (the group, commits, output and changelogs go through the protocol as
+    /// always). Same topology, same results, less copying.
+    pub async fn start_embedded(
+        topology: Topology,
+        mut config: StreamsConfig,
+        embedded: &crate::Embedded,
+    ) -> Result<Streams> {
+        config.bootstrap_servers = embedded.bootstrap();
+        Self::start_inner(topology, config, Some(embedded.broker().clone())).await
+    }
+
+    async fn start_inner(
+        topology: Topology,
+        config: StreamsConfig,
+        local: Option<Arc<strom_broker::Broker>>,
+    ) -> Result<Streams> {
         let plan = prepare(&topology, &config).await?;
         let store_names = topology
             .subs
@@ -174,7 +212,7 @@ impl Streams {
         });
         let (state_tx, state) = watch::channel(State::Starting);
         let (stop, stop_rx) = watch::channel(false);
-        let mut runner = Runner::new(topology, config, plan, shared.clone()).await?;
+        let mut runner = Runner::new(topology, config, plan, shared.clone(), local).await?;
         let task = tokio::spawn(async move {
             let r = runner.run(stop_rx, &state_tx).await;
             match &r {
@@ -522,13 +560,16 @@ struct Runner {
     offsets: BTreeMap<TopicPartition, i64>,
     deliveries: VecDeque<DeliveryFuture>,
     /// Polled records not yet processed, per task and input partition.
-    queues:
-        BTreeMap<(usize, i32), BTreeMap<TopicPartition, VecDeque<strom_client::ConsumerRecord>>>,
+    queues: BTreeMap<(usize, i32), BTreeMap<TopicPartition, VecDeque<QRec>>>,
     /// Since when a task has been waiting for an input partition that has data in the log.
     idle_since: HashMap<(usize, i32), Instant>,
     paused: BTreeSet<TopicPartition>,
     /// Source topics of each sub-topology.
     sub_topics: Vec<Vec<String>>,
+    /// The in-process broker, when running embedded: input is read from its log directly.
+    local: Option<Arc<strom_broker::Broker>>,
+    /// Read positions of owned input partitions in direct mode.
+    direct: HashMap<TopicPartition, Direct>,
     last_commit: Instant,
     /// Metrics of tasks already closed.
     closed_metrics: TaskMetrics,
@@ -540,6 +581,7 @@ impl Runner {
         config: StreamsConfig,
         plan: Plan,
         shared: Arc<Shared>,
+        local: Option<Arc<strom_broker::Broker>>,
     ) -> Result<Self> {
         let app = config.application_id.clone();
         let mut pc = ProducerConfig::new(&config.bootstrap_servers);
@@ -593,6 +635,8 @@ impl Runner {
             idle_since: HashMap::new(),
             paused: BTreeSet::new(),
             sub_topics,
+            local,
+            direct: HashMap::new(),
             last_commit: Instant::now(),
             closed_metrics: TaskMetrics::default(),
         })
@@ -607,8 +651,15 @@ impl Runner {
             if *stop.borrow() {
                 break;
             }
+            // In direct mode the poll only runs the group's duties; input comes from the log.
+            let read = self.read_direct()?;
+            let wait = match (self.local.is_some(), read) {
+                (false, _) => self.config.poll_timeout,
+                (true, true) => Duration::ZERO,
+                (true, false) => Duration::from_millis(2),
+            };
             let records = tokio::select! {
-                r = self.consumer.poll(self.config.poll_timeout) => r?,
+                r = self.consumer.poll(wait) => r?,
                 _ = stop.changed() => break,
             };
             // Running once the group has given this instance its share (which may be none).
@@ -651,6 +702,7 @@ impl Runner {
             // Work since the last commit is abandoned: the next owner restores the stores as
             // of that commit and reprocesses from its offsets (at-least-once).
             self.offsets.remove(tp);
+            self.direct.remove(tp);
             if let Some(id) = self.task_of(tp) {
                 self.queues.remove(&id);
                 self.idle_since.remove(&id);
@@ -681,7 +733,112 @@ impl Runner {
             tracing::info!(sub = id.0, partition = id.1, "task running");
             self.tasks.insert(id, task);
         }
+        if let Some(broker) = self.local.clone() {
+            let mine: Vec<TopicPartition> = self
+                .consumer
+                .assignment()
+                .into_iter()
+                .filter(|tp| !self.direct.contains_key(tp))
+                .collect();
+            if !mine.is_empty() {
+                self.consumer.pause(&mine)?;
+                let committed = self.consumer.committed(&mine).await?;
+                for tp in mine {
+                    let Some(part) = broker.partition(&tp.topic, tp.partition) else {
+                        return Err(Error::Internal(format!(
+                            "{tp} is assigned but not in the embedded log"
+                        )));
+                    };
+                    let log = part.log.clone();
+                    let position = committed
+                        .get(&tp)
+                        .copied()
+                        .filter(|&o| o >= 0)
+                        .unwrap_or_else(|| log.log_start_offset())
+                        .max(log.log_start_offset());
+                    self.direct.insert(tp, Direct { log, position });
+                }
+            }
+        }
         Ok(joined)
+    }
+
+    /// Direct mode: tops up the queue of every owned input partition from the local log (up
+    /// to its high watermark). Returns whether anything was read.
+    fn read_direct(&mut self) -> Result<bool> {
+        let mut read = false;
+        for (tp, d) in self.direct.iter_mut() {
+            let Some(id) = self
+                .plan
+                .topic_sub
+                .get(&tp.topic)
+                .map(|&s| (s, tp.partition))
+            else {
+                continue;
+            };
+            if !self.tasks.contains_key(&id) {
+                continue;
+            }
+            let q = self
+                .queues
+                .entry(id)
+                .or_default()
+                .entry(tp.clone())
+                .or_default();
+            if q.len() >= DIRECT_QUEUE {
+                continue;
+            }
+            let chunk = match d
+                .log
+                .read(d.position, 1 << 20, strom_log::ReadLimit::HighWatermark)
+            {
+                Ok(r) => r,
+                Err(strom_log::Error::OffsetOutOfRange { log_start, .. })
+                    if d.position < log_start =>
+                {
+                    // Retention removed what we had not read (auto.offset.reset=earliest).
+                    d.position = log_start;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::Internal(format!(
+                        "reading {tp} from the embedded log: {e}"
+                    )))
+                }
+            };
+            let bytes = chunk
+                .bytes()
+                .map_err(|e| Error::Internal(format!("reading {tp} from the embedded log: {e}")))?;
+            let mut pos = 0;
+            while let Some(h) = bytes.get(pos..).and_then(strom_log::BatchHeader::parse) {
+                let end = pos + h.total_size();
+                let Some(batch) = bytes.get(pos..end) else {
+                    break;
+                };
+                pos = end;
+                if h.last_offset() < d.position {
+                    continue;
+                }
+                if !h.is_control() {
+                    let (_, records) = strom_log::record::decode_records(batch).map_err(|e| {
+                        Error::Internal(format!("decoding {tp} from the embedded log: {e}"))
+                    })?;
+                    for r in records {
+                        if r.offset >= d.position {
+                            q.push_back(QRec {
+                                offset: r.offset,
+                                timestamp: r.timestamp,
+                                key: r.key,
+                                value: r.value,
+                            });
+                        }
+                    }
+                }
+                d.position = h.last_offset() + 1;
+                read = true;
+            }
+        }
+        Ok(read)
     }
 
     /// Rebuilds a task's stores from their changelogs.
@@ -747,9 +904,14 @@ impl Runner {
     /// Queues polled records by task and input partition, then processes every task as far
     /// as timestamp order allows.
     async fn process(&mut self, records: Vec<strom_client::ConsumerRecord>) -> Result<()> {
+        if self.local.is_some() {
+            // Direct mode reads the local log; the consumer only keeps group membership (its
+            // partitions are paused; anything fetched before the pause is read again directly).
+            return self.process_queued().await;
+        }
         // Records arrive in runs per partition: look the queue up once per run.
         let mut current: Option<(String, i32)> = None;
-        let mut lane: Option<&mut VecDeque<strom_client::ConsumerRecord>> = None;
+        let mut lane: Option<&mut VecDeque<QRec>> = None;
         for r in records {
             let same = current
                 .as_ref()
@@ -769,9 +931,19 @@ impl Runner {
                 current = Some((r.topic.clone(), r.partition));
             }
             if let Some(q) = lane.as_mut() {
-                q.push_back(r);
+                q.push_back(QRec {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                });
             }
         }
+        self.process_queued().await
+    }
+
+    /// Processes every task's queued records as far as it can and sends the output.
+    async fn process_queued(&mut self) -> Result<()> {
         let ids: Vec<(usize, i32)> = self.queues.keys().copied().collect();
         for id in ids {
             let out = self.process_task(id);
@@ -805,15 +977,14 @@ impl Runner {
                 .or_default();
         }
         // One lane per input partition: its queue and the next offset to commit.
-        let mut lanes: Vec<(
-            &TopicPartition,
-            &mut VecDeque<strom_client::ConsumerRecord>,
-            Option<i64>,
-        )> = queues.iter_mut().map(|(tp, q)| (tp, q, None)).collect();
-        if let [(_, q, next)] = lanes.as_mut_slice() {
+        let mut lanes: Vec<(&TopicPartition, &mut VecDeque<QRec>, Option<i64>)> =
+            queues.iter_mut().map(|(tp, q)| (tp, q, None)).collect();
+        if lanes.len() == 1 {
             // One input: its records are already in order.
+            let topic = &lanes[0].0.topic;
+            let (_, q, next) = &mut lanes[0];
             for r in q.drain(..) {
-                task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                task.process(topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
                 *next = Some(r.offset + 1);
             }
         } else {
@@ -833,12 +1004,17 @@ impl Runner {
                         }
                         None => {
                             let consumer = &self.consumer;
-                            let behind = *behind_memo[i].get_or_insert_with(|| {
-                                match (consumer.position(tp), consumer.high_watermark(tp)) {
-                                    (Some(p), Some(h)) => Some(p < h),
-                                    _ => None,
-                                }
-                            });
+                            let direct = &self.direct;
+                            let behind =
+                                *behind_memo[i].get_or_insert_with(|| match direct.get(*tp) {
+                                    Some(d) => Some(d.position < d.log.high_watermark()),
+                                    None => {
+                                        match (consumer.position(tp), consumer.high_watermark(tp)) {
+                                            (Some(p), Some(h)) => Some(p < h),
+                                            _ => None,
+                                        }
+                                    }
+                                });
                             match behind {
                                 Some(true) => blocked = true,
                                 Some(false) => {}
@@ -861,9 +1037,9 @@ impl Runner {
                 } else {
                     self.idle_since.remove(&id);
                 }
-                let (_, q, next) = &mut lanes[i];
+                let (tp, q, next) = &mut lanes[i];
                 let Some(r) = q.pop_front() else { break };
-                task.process(&r.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                task.process(&tp.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
                 *next = Some(r.offset + 1);
             }
         }
@@ -877,6 +1053,10 @@ impl Runner {
 
     /// Pauses partitions with many records queued, resumes them once drained.
     fn flow_control(&mut self) -> Result<()> {
+        if self.local.is_some() {
+            // Direct mode bounds its queues when it reads; the consumer stays paused.
+            return Ok(());
+        }
         let mut pause = Vec::new();
         let mut resume = Vec::new();
         for qs in self.queues.values() {

@@ -21,7 +21,7 @@
 //! The cost: state must fit in memory and restore time grows with the compacted changelog.
 //! Windowed stores drop windows once they close, so they stay bounded by the active windows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
 use std::ops::RangeBounds;
 
@@ -67,6 +67,64 @@ impl<S: StateStore> ErasedStore for parking_lot::Mutex<S> {
     }
 }
 
+/// Which keys changed since the last commit, and which the changelog holds a value for.
+///
+/// A key created and removed between two commits (a window that opened and closed, a join
+/// record that expired) never reaches the changelog: its tombstone is only written when a
+/// value for it was written before.
+#[derive(Debug)]
+struct Tracker<K> {
+    dirty: FxHashSet<K>,
+    logged: FxHashSet<K>,
+}
+
+impl<K> Default for Tracker<K> {
+    fn default() -> Self {
+        Tracker {
+            dirty: FxHashSet::default(),
+            logged: FxHashSet::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Tracker<K> {
+    fn touch(&mut self, key: &K) {
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    /// The changelog records for the changed keys, `value(key)` being the current value.
+    fn drain(
+        &mut self,
+        out: &mut Changes,
+        key_bytes: impl Fn(&K) -> Bytes,
+        value: impl Fn(&K) -> Option<Bytes>,
+    ) {
+        for k in self.dirty.drain() {
+            match value(&k) {
+                Some(v) => {
+                    out.push((key_bytes(&k), Some(v)));
+                    self.logged.insert(k);
+                }
+                None => {
+                    if self.logged.remove(&k) {
+                        out.push((key_bytes(&k), None));
+                    }
+                }
+            }
+        }
+    }
+
+    fn restored(&mut self, key: K, present: bool) {
+        if present {
+            self.logged.insert(key);
+        } else {
+            self.logged.remove(&key);
+        }
+    }
+}
+
 fn encode<T: Serde>(v: &T) -> Bytes {
     let mut out = Vec::new();
     v.serialize(&mut out);
@@ -77,14 +135,14 @@ fn encode<T: Serde>(v: &T) -> Bytes {
 #[derive(Debug)]
 pub struct KvStore<K, V> {
     map: BTreeMap<K, V>,
-    dirty: FxHashSet<K>,
+    changes: Tracker<K>,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for KvStore<K, V> {
     fn default() -> Self {
         KvStore {
             map: BTreeMap::new(),
-            dirty: FxHashSet::default(),
+            changes: Tracker::default(),
         }
     }
 }
@@ -112,9 +170,7 @@ impl<K: Ord + Hash + Clone, V> KvStore<K, V> {
     }
 
     fn touch(&mut self, key: &K) {
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.clone());
-        }
+        self.changes.touch(key)
     }
     pub(crate) fn put(&mut self, key: K, value: V) {
         self.touch(&key);
@@ -128,27 +184,26 @@ impl<K: Ord + Hash + Clone, V> KvStore<K, V> {
     /// The value of `key` to update in place (marked changed).
     pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let v = self.map.get_mut(key)?;
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.clone());
-        }
+        self.changes.touch(key);
         Some(v)
     }
 }
 
 impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for KvStore<K, V> {
     fn drain_changes(&mut self, out: &mut Changes) {
-        for k in self.dirty.drain() {
-            out.push((encode(&k), self.map.get(&k).map(encode)));
-        }
+        let map = &self.map;
+        self.changes.drain(out, encode, |k| map.get(k).map(encode));
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), SerdeError> {
         let k = K::deserialize(key)?;
         match value {
             Some(v) => {
-                self.map.insert(k, V::deserialize(v)?);
+                self.map.insert(k.clone(), V::deserialize(v)?);
+                self.changes.restored(k, true);
             }
             None => {
                 self.map.remove(&k);
+                self.changes.restored(k, false);
             }
         }
         Ok(())
@@ -163,7 +218,7 @@ pub struct WindowStore<K, V> {
     /// ...range queries through an ordered index (by key, then start).
     index: BTreeSet<Windowed<K>>,
     by_end: BTreeSet<(i64, Windowed<K>)>,
-    dirty: FxHashSet<Windowed<K>>,
+    changes: Tracker<Windowed<K>>,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for WindowStore<K, V> {
@@ -172,7 +227,7 @@ impl<K: Ord + Hash + Clone, V> Default for WindowStore<K, V> {
             map: FxHashMap::default(),
             index: BTreeSet::new(),
             by_end: BTreeSet::new(),
-            dirty: FxHashSet::default(),
+            changes: Tracker::default(),
         }
     }
 }
@@ -222,16 +277,12 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
     }
 
     fn touch(&mut self, key: &Windowed<K>) {
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.clone());
-        }
+        self.changes.touch(key)
     }
     /// The value of one window to update in place (marked changed).
     pub(crate) fn get_mut(&mut self, key: &Windowed<K>) -> Option<&mut V> {
         let v = self.map.get_mut(key)?;
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.clone());
-        }
+        self.changes.touch(key);
         Some(v)
     }
     pub(crate) fn put(&mut self, key: Windowed<K>, value: V) {
@@ -279,21 +330,22 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
 
 impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for WindowStore<K, V> {
     fn drain_changes(&mut self, out: &mut Changes) {
-        for k in self.dirty.drain() {
-            out.push((encode(&k), self.map.get(&k).map(encode)));
-        }
+        let map = &self.map;
+        self.changes.drain(out, encode, |k| map.get(k).map(encode));
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), SerdeError> {
         let k = Windowed::<K>::deserialize(key)?;
         match value {
             Some(v) => {
                 let v = V::deserialize(v)?;
+                self.changes.restored(k.clone(), true);
                 if self.map.insert(k.clone(), v).is_none() {
                     self.index.insert(k.clone());
                     self.by_end.insert((k.window.end, k));
                 }
             }
             None => {
+                self.changes.restored(k.clone(), false);
                 if self.map.remove(&k).is_some() {
                     self.index.remove(&k);
                     self.by_end.remove(&(k.window.end, k));
@@ -311,120 +363,203 @@ pub(crate) struct Buffered<V> {
     pub(crate) matched: bool,
 }
 
+/// One record in a [`RecordBuffer`], with its changelog bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Slot<V> {
+    ts: i64,
+    seq: u64,
+    pub(crate) value: V,
+    pub(crate) matched: bool,
+    /// The changelog holds this record (a tombstone is due when it goes).
+    logged: bool,
+    /// Waiting in `pending` to be written.
+    queued: bool,
+}
+
 /// Records kept for a while by key and timestamp (windowed joins, sliding windows).
+///
+/// Each key's records sit in a deque sorted by timestamp (records mostly arrive in order, so
+/// inserts are appends), and one deque of all records sorted by timestamp drives expiry.
+/// Changelog bookkeeping is per record: new and changed records are queued for the next
+/// commit; a record that expires before it was ever written costs the changelog nothing.
 #[derive(Debug)]
 pub(crate) struct RecordBuffer<K, V> {
-    map: BTreeMap<(K, i64, u64), Buffered<V>>,
-    by_ts: BTreeSet<(i64, K, u64)>,
-    dirty: FxHashSet<(K, i64, u64)>,
+    by_key: FxHashMap<K, VecDeque<Slot<V>>>,
+    expiry: VecDeque<(i64, u64, K)>,
+    pending: Vec<(K, i64, u64)>,
+    gone: Vec<(K, i64, u64)>,
     seq: u64,
+    len: usize,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for RecordBuffer<K, V> {
     fn default() -> Self {
         RecordBuffer {
-            map: BTreeMap::new(),
-            by_ts: BTreeSet::new(),
-            dirty: FxHashSet::default(),
+            by_key: FxHashMap::default(),
+            expiry: VecDeque::new(),
+            pending: Vec::new(),
+            gone: Vec::new(),
             seq: 0,
+            len: 0,
         }
     }
 }
 
+fn span<V>(dq: &VecDeque<Slot<V>>, from: i64, to: i64) -> std::ops::Range<usize> {
+    let lo = dq.partition_point(|s| s.ts < from);
+    let hi = dq.partition_point(|s| s.ts <= to);
+    lo..hi.max(lo)
+}
+
 impl<K: Ord + Hash + Clone, V> RecordBuffer<K, V> {
+    fn put(&mut self, key: K, ts: i64, seq: u64, value: V, matched: bool, logged: bool) {
+        let queued = !logged;
+        if queued {
+            self.pending.push((key.clone(), ts, seq));
+        }
+        let at = self.expiry.partition_point(|e| (e.0, e.1) <= (ts, seq));
+        self.expiry.insert(at, (ts, seq, key.clone()));
+        let dq = self.by_key.entry(key).or_default();
+        let at = dq.partition_point(|s| (s.ts, s.seq) <= (ts, seq));
+        dq.insert(
+            at,
+            Slot {
+                ts,
+                seq,
+                value,
+                matched,
+                logged,
+                queued,
+            },
+        );
+        self.len += 1;
+    }
+
     pub(crate) fn insert(&mut self, key: K, ts: i64, value: V, matched: bool) {
         self.seq += 1;
-        let id = (key, ts, self.seq);
-        self.by_ts.insert((ts, id.0.clone(), self.seq));
-        self.dirty.insert(id.clone());
-        self.map.insert(id, Buffered { value, matched });
+        self.put(key, ts, self.seq, value, matched, false);
     }
-    /// Records of `key` with timestamps in `[from, to]`.
-    pub(crate) fn range_mut(
-        &mut self,
-        key: &K,
+
+    /// Records of `key` with timestamps in `[from, to]`, to mark as matched.
+    pub(crate) fn range_mut<'a>(
+        &'a mut self,
+        key: &'a K,
         from: i64,
         to: i64,
-    ) -> impl Iterator<Item = (i64, &mut Buffered<V>)> {
-        let lo = (key.clone(), from, 0);
-        let hi = (key.clone(), to, u64::MAX);
-        let dirty = &mut self.dirty;
-        self.map.range_mut(lo..=hi).map(move |(id, b)| {
-            // A record whose matched flag may change is rewritten at the next commit.
-            if !b.matched {
-                dirty.insert(id.clone());
+    ) -> impl Iterator<Item = (i64, &'a mut Slot<V>)> + 'a {
+        let pending = &mut self.pending;
+        let slots = match self.by_key.get_mut(key) {
+            Some(dq) => {
+                let r = span(dq, from, to);
+                dq.range_mut(r)
             }
-            (id.1, b)
+            None => Default::default(),
+        };
+        slots.map(move |s| {
+            // A record whose matched flag may change is rewritten at the next commit.
+            if !s.matched && s.logged && !s.queued {
+                s.queued = true;
+                pending.push((key.clone(), s.ts, s.seq));
+            }
+            (s.ts, s)
         })
     }
+
+    /// Records of `key` with timestamps in `[from, to]`.
     pub(crate) fn range(&self, key: &K, from: i64, to: i64) -> impl Iterator<Item = (i64, &V)> {
-        let lo = (key.clone(), from, 0);
-        let hi = (key.clone(), to, u64::MAX);
-        self.map.range(lo..=hi).map(|(id, b)| (id.1, &b.value))
+        let slots = match self.by_key.get(key) {
+            Some(dq) => dq.range(span(dq, from, to)),
+            None => Default::default(),
+        };
+        slots.map(|s| (s.ts, &s.value))
     }
+
+    fn take(&mut self, key: &K, ts: i64, seq: u64) -> Option<Slot<V>> {
+        let dq = self.by_key.get_mut(key)?;
+        let at = dq.partition_point(|s| (s.ts, s.seq) < (ts, seq));
+        if dq.get(at).is_none_or(|s| s.seq != seq) {
+            return None;
+        }
+        let slot = dq.remove(at)?;
+        if dq.is_empty() {
+            self.by_key.remove(key);
+        }
+        self.len -= 1;
+        Some(slot)
+    }
+
     /// Removes the records older than `ts`, oldest first.
     pub(crate) fn pop_older_than(&mut self, ts: i64) -> Vec<(K, i64, Buffered<V>)> {
         let mut out = Vec::new();
-        while let Some((t, _, _)) = self.by_ts.first() {
-            if *t >= ts {
-                break;
-            }
-            let Some((t, k, s)) = self.by_ts.pop_first() else {
+        while self.expiry.front().is_some_and(|e| e.0 < ts) {
+            let Some((t, seq, k)) = self.expiry.pop_front() else {
                 break;
             };
-            let id = (k, t, s);
-            if let Some(b) = self.map.remove(&id) {
-                self.dirty.insert(id.clone());
-                out.push((id.0, t, b));
+            if let Some(slot) = self.take(&k, t, seq) {
+                if slot.logged {
+                    self.gone.push((k.clone(), t, seq));
+                }
+                out.push((
+                    k,
+                    t,
+                    Buffered {
+                        value: slot.value,
+                        matched: slot.matched,
+                    },
+                ));
             }
         }
         out
     }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
+}
+
+fn buffer_key<K: Serde + Clone>(k: &K, ts: i64, seq: u64) -> Bytes {
+    encode(&Windowed {
+        key: k.clone(),
+        window: Window {
+            start: ts,
+            end: seq as i64,
+        },
+    })
 }
 
 impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for RecordBuffer<K, V> {
     fn drain_changes(&mut self, out: &mut Changes) {
-        for id in self.dirty.drain() {
-            let key = encode(&Windowed {
-                key: id.0.clone(),
-                window: Window {
-                    start: id.1,
-                    end: id.2 as i64,
-                },
-            });
-            let value = self.map.get(&id).map(|b| {
-                let mut v = vec![u8::from(b.matched)];
-                b.value.serialize(&mut v);
-                Bytes::from(v)
-            });
-            out.push((key, value));
+        for (k, ts, seq) in std::mem::take(&mut self.gone) {
+            out.push((buffer_key(&k, ts, seq), None));
+        }
+        for (k, ts, seq) in std::mem::take(&mut self.pending) {
+            let Some(dq) = self.by_key.get_mut(&k) else {
+                continue;
+            };
+            let at = dq.partition_point(|s| (s.ts, s.seq) < (ts, seq));
+            let Some(slot) = dq.get_mut(at).filter(|s| s.seq == seq) else {
+                continue;
+            };
+            let mut v = vec![u8::from(slot.matched)];
+            slot.value.serialize(&mut v);
+            slot.logged = true;
+            slot.queued = false;
+            out.push((buffer_key(&k, ts, seq), Some(Bytes::from(v))));
         }
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), SerdeError> {
         let w = Windowed::<K>::deserialize(key)?;
-        let id = (w.key, w.window.start, w.window.end as u64);
-        self.seq = self.seq.max(id.2);
-        match value {
-            Some(v) => {
-                let (flag, rest) = v
-                    .split_first()
-                    .ok_or_else(|| SerdeError::new("buffered record", "empty"))?;
-                let b = Buffered {
-                    value: V::deserialize(rest)?,
-                    matched: *flag != 0,
-                };
-                self.by_ts.insert((id.1, id.0.clone(), id.2));
-                self.map.insert(id, b);
-            }
-            None => {
-                if self.map.remove(&id).is_some() {
-                    self.by_ts.remove(&(id.1, id.0, id.2));
-                }
-            }
+        let (k, ts, seq) = (w.key, w.window.start, w.window.end as u64);
+        self.seq = self.seq.max(seq);
+        // A record written again (its matched flag changed) replaces the earlier copy; the
+        // earlier copy's expiry entry stays behind and finds nothing when it comes up.
+        self.take(&k, ts, seq);
+        if let Some(v) = value {
+            let (flag, rest) = v
+                .split_first()
+                .ok_or_else(|| SerdeError::new("buffered record", "empty"))?;
+            self.put(k, ts, seq, V::deserialize(rest)?, *flag != 0, true);
         }
         Ok(())
     }
@@ -444,7 +579,8 @@ mod tests {
         s.delete(&"c".to_string());
         let mut ch = Vec::new();
         s.drain_changes(&mut ch);
-        assert_eq!(ch.len(), 3);
+        // "c" came and went between two commits: the changelog never hears of it.
+        assert_eq!(ch.len(), 2);
         let mut r = KvStore::<String, i64>::default();
         for (k, v) in &ch {
             r.restore(k, v.as_deref()).unwrap();
@@ -453,6 +589,14 @@ mod tests {
         let mut again = Vec::new();
         s.drain_changes(&mut again);
         assert!(again.is_empty(), "changes are drained once");
+        // A logged key's deletion is a tombstone; it also reaches a restored store's tracker.
+        s.delete(&"a".to_string());
+        s.drain_changes(&mut again);
+        assert_eq!(again, vec![(Bytes::from_static(b"a"), None)]);
+        r.delete(&"b".to_string());
+        let mut from_restored = Vec::new();
+        r.drain_changes(&mut from_restored);
+        assert_eq!(from_restored, vec![(Bytes::from_static(b"b"), None)]);
     }
 
     #[test]

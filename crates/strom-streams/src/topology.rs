@@ -174,7 +174,7 @@ impl Topology {
             }
             built.insert(n, (node.build)(&mut bcx, Outs(outs)));
         }
-        let mut sources = HashMap::new();
+        let mut sources = rustc_hash::FxHashMap::default();
         for &n in &s.nodes {
             if let Some(t) = &self.nodes[n].source {
                 let input = built
@@ -207,7 +207,7 @@ fn show(t: &TopicRef) -> String {
 /// A topology instance for one partition of one sub-topology.
 pub(crate) struct Task {
     pub(crate) partition: i32,
-    sources: HashMap<String, Box<dyn RawProcess>>,
+    sources: rustc_hash::FxHashMap<String, Box<dyn RawProcess>>,
     pub(crate) stores: StoreMap,
     cx: Cx,
 }

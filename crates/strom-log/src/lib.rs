@@ -51,5 +51,5 @@ pub use log::{
     RecoveryReport,
 };
 pub use manager::{validate_topic_name, LogManager, MaintenanceStats, TopicMeta};
-pub use record::{BatchBuilder, Compression, Header, Record};
+pub use record::{visit_records, BatchBuilder, Compression, Header, Record, RecordView};
 pub use segment::{FileSlice, ScanOutcome};

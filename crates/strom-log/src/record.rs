@@ -272,6 +272,88 @@ fn put_nullable(out: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
+/// A record borrowed from a batch: what [`visit_records`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Absolute offset.
+    pub offset: i64,
+    /// Absolute timestamp in milliseconds.
+    pub timestamp: i64,
+    /// Key, or `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// Value, or `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+fn get_nullable_slice<'a>(b: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = get_varint(b, pos)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let end = pos.checked_add(len as usize)?;
+    let v = b.get(*pos..end)?;
+    *pos = end;
+    Some(Some(v))
+}
+
+/// Calls `f` with every record of the batch in `batch_bytes` (whole batch, header included)
+/// without copying keys or values out of it (an uncompressed batch is read in place, a
+/// compressed one is decompressed once); headers are skipped. Checks what
+/// [`decode_records`] checks and returns the batch header.
+pub fn visit_records(batch_bytes: &[u8], mut f: impl FnMut(RecordView<'_>)) -> Result<BatchHeader> {
+    let header =
+        BatchHeader::parse(batch_bytes).ok_or_else(|| Error::invalid(0, "short batch header"))?;
+    if (header.batch_length as i64) < (HEADER_SIZE - batch::LOG_OVERHEAD) as i64 {
+        return Err(Error::invalid(0, "batch length smaller than a header"));
+    }
+    let end = header.total_size().min(batch_bytes.len());
+    let raw = batch_bytes.get(HEADER_SIZE..end).unwrap_or_default();
+    let codec = Compression::from_id(header.compression())?;
+    let owned;
+    let body: &[u8] = match codec {
+        Compression::None => raw,
+        c => {
+            owned = c.decompress(raw, MAX_DECOMPRESSED)?;
+            &owned
+        }
+    };
+    let bad = |what: &str| Error::invalid(0, format!("malformed record in batch: {what}"));
+    let mut pos = 0usize;
+    for _ in 0..header.record_count {
+        let len = get_varint(body, &mut pos).ok_or_else(|| bad("length"))?;
+        let rec_end = pos
+            .checked_add(usize::try_from(len).map_err(|_| bad("negative length"))?)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| bad("length past the end"))?;
+        pos += 1; // attributes, unused in v2
+        let ts_delta = get_varlong(body, &mut pos).ok_or_else(|| bad("timestamp delta"))?;
+        let off_delta = get_varint(body, &mut pos).ok_or_else(|| bad("offset delta"))?;
+        let key = get_nullable_slice(body, &mut pos).ok_or_else(|| bad("key"))?;
+        let value = get_nullable_slice(body, &mut pos).ok_or_else(|| bad("value"))?;
+        let n_headers = get_varint(body, &mut pos).ok_or_else(|| bad("header count"))?;
+        for _ in 0..n_headers.max(0) {
+            get_nullable_slice(body, &mut pos)
+                .flatten()
+                .ok_or_else(|| bad("header key"))?;
+            get_nullable_slice(body, &mut pos).ok_or_else(|| bad("header value"))?;
+        }
+        if pos != rec_end {
+            return Err(bad("record length disagrees with its fields"));
+        }
+        let offset = header
+            .base_offset
+            .checked_add(off_delta as i64)
+            .ok_or_else(|| bad("offset overflows"))?;
+        f(RecordView {
+            offset,
+            timestamp: header.base_timestamp.wrapping_add(ts_delta),
+            key,
+            value,
+        });
+    }
+    Ok(header)
+}
+
 /// Decodes every record of the batch in `batch` (whole batch bytes, header included).
 /// The batch is assumed CRC-valid; malformed records still yield an error, never a panic.
 pub fn decode_records(batch_bytes: &[u8]) -> Result<(BatchHeader, Vec<Record>)> {
@@ -559,12 +641,24 @@ mod tests {
             prop_assert_eq!(h.compression(), codec.id());
             let mut expect = records.clone();
             for (i, r) in expect.iter_mut().enumerate() { r.offset = i as i64; }
-            prop_assert_eq!(decoded, expect);
+            prop_assert_eq!(&decoded, &expect);
+            // The borrowing visitor sees the same records.
+            let mut seen = Vec::new();
+            visit_records(&bytes, |r| {
+                seen.push((r.offset, r.timestamp, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)))
+            })
+            .unwrap();
+            let want: Vec<_> = expect
+                .iter()
+                .map(|r| (r.offset, r.timestamp, r.key.as_ref().map(|b| b.to_vec()), r.value.as_ref().map(|b| b.to_vec())))
+                .collect();
+            prop_assert_eq!(seen, want);
         }
 
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_records(&bytes);
+            let _ = visit_records(&bytes, |_| {});
             let _ = batch::validate_all(&bytes, batch::Origin::Replica);
         }
     }

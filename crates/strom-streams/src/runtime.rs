@@ -261,7 +261,8 @@ impl Streams {
         self.shared.stores.lock().keys().copied().collect()
     }
 
-    /// Counters as of the last commit (they lag processing by up to `commit.interval.ms`).
+    /// Counters so far (task counters are published after every round of processing;
+    /// `commits` counts completed commits, after which everything processed is durable).
     pub fn metrics(&self) -> StreamsMetrics {
         *self.shared.metrics.lock()
     }
@@ -779,6 +780,7 @@ impl Runner {
             if !self.tasks.contains_key(&id) {
                 continue;
             }
+            let single = self.sub_topics[id.0].len() == 1;
             let q = self
                 .queues
                 .entry(id)
@@ -788,6 +790,15 @@ impl Runner {
             if q.len() >= DIRECT_QUEUE {
                 continue;
             }
+            // A task with one input needs no ordering across inputs: its records go from the
+            // log buffer straight into the topology, unqueued and uncopied.
+            let mut direct_task = if single && q.is_empty() {
+                self.tasks
+                    .get_mut(&id)
+                    .and_then(|t| t.source_index(&tp.topic).map(|i| (t, i)))
+            } else {
+                None
+            };
             let chunk = match d
                 .log
                 .read(d.position, 1 << 20, strom_log::ReadLimit::HighWatermark)
@@ -820,18 +831,35 @@ impl Runner {
                     continue;
                 }
                 if !h.is_control() {
-                    let (_, records) = strom_log::record::decode_records(batch).map_err(|e| {
+                    let from = d.position;
+                    let decoded = match direct_task.as_mut() {
+                        Some((task, i)) => {
+                            let i = *i;
+                            strom_log::visit_records(batch, |r| {
+                                if r.offset >= from {
+                                    task.process_at(i, r.key, r.value, r.timestamp);
+                                }
+                            })
+                            .map(|_| ())
+                        }
+                        None => strom_log::record::decode_records(batch).map(|(_, records)| {
+                            for r in records {
+                                if r.offset >= from {
+                                    q.push_back(QRec {
+                                        offset: r.offset,
+                                        timestamp: r.timestamp,
+                                        key: r.key,
+                                        value: r.value,
+                                    });
+                                }
+                            }
+                        }),
+                    };
+                    decoded.map_err(|e| {
                         Error::Internal(format!("decoding {tp} from the embedded log: {e}"))
                     })?;
-                    for r in records {
-                        if r.offset >= d.position {
-                            q.push_back(QRec {
-                                offset: r.offset,
-                                timestamp: r.timestamp,
-                                key: r.key,
-                                value: r.value,
-                            });
-                        }
+                    if direct_task.is_some() {
+                        self.offsets.insert(tp.clone(), h.last_offset() + 1);
                     }
                 }
                 d.position = h.last_offset() + 1;
@@ -945,6 +973,7 @@ impl Runner {
     /// Processes every task's queued records as far as it can and sends the output.
     async fn process_queued(&mut self) -> Result<()> {
         let ids: Vec<(usize, i32)> = self.queues.keys().copied().collect();
+        self.publish_metrics();
         for id in ids {
             let out = self.process_task(id);
             if !out.is_empty() {
@@ -979,12 +1008,16 @@ impl Runner {
         // One lane per input partition: its queue and the next offset to commit.
         let mut lanes: Vec<(&TopicPartition, &mut VecDeque<QRec>, Option<i64>)> =
             queues.iter_mut().map(|(tp, q)| (tp, q, None)).collect();
+        let src: Vec<Option<usize>> = lanes
+            .iter()
+            .map(|(tp, _, _)| task.source_index(&tp.topic))
+            .collect();
         if lanes.len() == 1 {
             // One input: its records are already in order.
-            let topic = &lanes[0].0.topic;
             let (_, q, next) = &mut lanes[0];
+            let Some(i) = src[0] else { return Vec::new() };
             for r in q.drain(..) {
-                task.process(topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                task.process_at(i, r.key.as_deref(), r.value.as_deref(), r.timestamp);
                 *next = Some(r.offset + 1);
             }
         } else {
@@ -1037,9 +1070,11 @@ impl Runner {
                 } else {
                     self.idle_since.remove(&id);
                 }
-                let (tp, q, next) = &mut lanes[i];
+                let (_, q, next) = &mut lanes[i];
                 let Some(r) = q.pop_front() else { break };
-                task.process(&tp.topic, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                if let Some(s) = src[i] {
+                    task.process_at(s, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                }
                 *next = Some(r.offset + 1);
             }
         }
@@ -1136,14 +1171,18 @@ impl Runner {
                 tracing::warn!(error = %e, "offset commit failed");
             }
         }
+        self.publish_metrics();
+        self.shared.metrics.lock().commits += 1;
+        Ok(())
+    }
+
+    /// Makes the task counters visible to [`Streams::metrics`].
+    fn publish_metrics(&self) {
         let mut m = self.closed_metrics;
         for t in self.tasks.values() {
             add(&mut m, t.metrics());
         }
-        let mut sm = self.shared.metrics.lock();
-        sm.tasks = m;
-        sm.commits += 1;
-        Ok(())
+        self.shared.metrics.lock().tasks = m;
     }
 }
 

@@ -174,7 +174,7 @@ impl Topology {
             }
             built.insert(n, (node.build)(&mut bcx, Outs(outs)));
         }
-        let mut sources = rustc_hash::FxHashMap::default();
+        let mut sources = Vec::new();
         for &n in &s.nodes {
             if let Some(t) = &self.nodes[n].source {
                 let input = built
@@ -184,7 +184,7 @@ impl Topology {
                 let raw = input
                     .downcast::<Box<dyn RawProcess>>()
                     .map_err(|_| Error::Internal("source with a typed input".into()))?;
-                sources.insert(t.resolve(app), *raw);
+                sources.push((t.resolve(app), *raw));
             }
         }
         let _ = bcx.partition;
@@ -207,7 +207,7 @@ fn show(t: &TopicRef) -> String {
 /// A topology instance for one partition of one sub-topology.
 pub(crate) struct Task {
     pub(crate) partition: i32,
-    sources: rustc_hash::FxHashMap<String, Box<dyn RawProcess>>,
+    sources: Vec<(String, Box<dyn RawProcess>)>,
     pub(crate) stores: StoreMap,
     cx: Cx,
 }
@@ -221,13 +221,31 @@ impl Task {
         value: Option<&[u8]>,
         ts: i64,
     ) -> bool {
-        match self.sources.get_mut(topic) {
-            Some(src) => {
-                self.cx.metrics.processed += 1;
-                src.process_raw(&mut self.cx, key, value, ts);
+        match self.source_index(topic) {
+            Some(i) => {
+                self.process_at(i, key, value, ts);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Which of the task's sources reads `topic`.
+    pub(crate) fn source_index(&self, topic: &str) -> Option<usize> {
+        self.sources.iter().position(|(t, _)| t == topic)
+    }
+
+    /// Processes one input record of source `i` (from [`Task::source_index`]).
+    pub(crate) fn process_at(
+        &mut self,
+        i: usize,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        ts: i64,
+    ) {
+        if let Some((_, src)) = self.sources.get_mut(i) {
+            self.cx.metrics.processed += 1;
+            src.process_raw(&mut self.cx, key, value, ts);
         }
     }
 

@@ -314,7 +314,7 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
                     // Open windows end at or after close, so they start at or after close - d;
                     // a record at close - d - 1 may still need its right window created when
                     // a record arrives in [close - d, close]. Older records are not needed.
-                    b.pop_older_than(close.saturating_sub(d).saturating_sub(1));
+                    b.pop_older_than(close.saturating_sub(d).saturating_sub(1), |_, _, _| {});
                     drop(s);
                     drop(b);
                     for (wk, a, t) in pending.drain(..) {
@@ -450,79 +450,74 @@ struct StreamJoin<K, V1, V2, VR> {
 }
 
 impl<K: Key, V1: Value, V2: Value, VR: Data> StreamJoin<K, V1, V2, VR> {
-    fn flush(&mut self, cx: &mut Cx) {
+    /// Handles one record of either side: `Ok` a left record, `Err` a right one. Both
+    /// buffers are locked once for the whole step.
+    fn on_record(&mut self, cx: &mut Cx, k: K, v: Result<V1, V2>, ts: i64) {
+        self.observed = self.observed.max(ts);
+        let w = self.w;
+        // How far the other side's records may lie before / after this one.
+        let (before, after) = match &v {
+            Ok(_) => (w.before, w.after),
+            Err(_) => (w.after, w.before),
+        };
+        if ts.saturating_add(after).saturating_add(w.grace) < self.observed {
+            cx.metrics.late_dropped += 1;
+            return;
+        }
+        let (lo, hi) = (ts.saturating_sub(before), ts.saturating_add(after));
+        let mut left = self.left.lock();
+        let mut right = self.right.lock();
+        let joiner = &self.joiner;
+        let out = &mut self.out;
+        let mut matched = false;
+        match v {
+            Ok(v) => {
+                for (rt, rb) in right.range_mut(&k, lo, hi) {
+                    matched = true;
+                    rb.matched = true;
+                    if let Some(r) = joiner(Some(&v), Some(&rb.value)) {
+                        out.push((k.clone(), r, ts.max(rt)));
+                    }
+                }
+                left.insert(k, ts, v, matched);
+            }
+            Err(v) => {
+                for (lt, lb) in left.range_mut(&k, lo, hi) {
+                    matched = true;
+                    lb.matched = true;
+                    if let Some(r) = joiner(Some(&lb.value), Some(&v)) {
+                        out.push((k.clone(), r, ts.max(lt)));
+                    }
+                }
+                right.insert(k, ts, v, matched);
+            }
+        }
         // Records that nothing can join any more: drop them, emitting the unpartnered ones
         // for left/outer joins.
         let horizon = self
             .observed
-            .saturating_sub(self.w.before)
-            .saturating_sub(self.w.after)
-            .saturating_sub(self.w.grace);
-        for (k, t, b) in self.left.lock().pop_older_than(horizon) {
+            .saturating_sub(w.before)
+            .saturating_sub(w.after)
+            .saturating_sub(w.grace);
+        left.pop_older_than(horizon, |k, t, b| {
             if !b.matched {
-                if let Some(r) = (self.joiner)(Some(&b.value), None) {
-                    self.out.push((k, r, t));
+                if let Some(r) = joiner(Some(&b.value), None) {
+                    out.push((k, r, t));
                 }
             }
-        }
-        for (k, t, b) in self.right.lock().pop_older_than(horizon) {
+        });
+        right.pop_older_than(horizon, |k, t, b| {
             if !b.matched {
-                if let Some(r) = (self.joiner)(None, Some(&b.value)) {
-                    self.out.push((k, r, t));
+                if let Some(r) = joiner(None, Some(&b.value)) {
+                    out.push((k, r, t));
                 }
             }
-        }
-        for (k, r, t) in std::mem::take(&mut self.out) {
+        });
+        drop(left);
+        drop(right);
+        for (k, r, t) in self.out.drain(..) {
             self.down.emit(cx, k, r, t);
         }
-    }
-
-    fn on_left(&mut self, cx: &mut Cx, k: K, v: V1, ts: i64) {
-        self.observed = self.observed.max(ts);
-        if ts.saturating_add(self.w.after).saturating_add(self.w.grace) < self.observed {
-            cx.metrics.late_dropped += 1;
-            return;
-        }
-        let mut matched = false;
-        for (rt, rb) in self.right.lock().range_mut(
-            &k,
-            ts.saturating_sub(self.w.before),
-            ts.saturating_add(self.w.after),
-        ) {
-            matched = true;
-            rb.matched = true;
-            if let Some(r) = (self.joiner)(Some(&v), Some(&rb.value)) {
-                self.out.push((k.clone(), r, ts.max(rt)));
-            }
-        }
-        self.left.lock().insert(k, ts, v, matched);
-        self.flush(cx);
-    }
-
-    fn on_right(&mut self, cx: &mut Cx, k: K, v: V2, ts: i64) {
-        self.observed = self.observed.max(ts);
-        if ts
-            .saturating_add(self.w.before)
-            .saturating_add(self.w.grace)
-            < self.observed
-        {
-            cx.metrics.late_dropped += 1;
-            return;
-        }
-        let mut matched = false;
-        for (lt, lb) in self.left.lock().range_mut(
-            &k,
-            ts.saturating_sub(self.w.after),
-            ts.saturating_add(self.w.before),
-        ) {
-            matched = true;
-            lb.matched = true;
-            if let Some(r) = (self.joiner)(Some(&lb.value), Some(&v)) {
-                self.out.push((k.clone(), r, ts.max(lt)));
-            }
-        }
-        self.right.lock().insert(k, ts, v, matched);
-        self.flush(cx);
     }
 }
 
@@ -552,9 +547,13 @@ pub(crate) fn stream_join<K: Key, V1: Value, V2: Value, VR: Data>(
         Box::new(Many(move |port| {
             let state = state.clone();
             if port == 0 {
-                any_input::<K, V1>(move |cx: &mut Cx, k, v, ts| state.lock().on_left(cx, k, v, ts))
+                any_input::<K, V1>(move |cx: &mut Cx, k, v, ts| {
+                    state.lock().on_record(cx, k, Ok(v), ts)
+                })
             } else {
-                any_input::<K, V2>(move |cx: &mut Cx, k, v, ts| state.lock().on_right(cx, k, v, ts))
+                any_input::<K, V2>(move |cx: &mut Cx, k, v, ts| {
+                    state.lock().on_record(cx, k, Err(v), ts)
+                })
             }
         }))
     });

@@ -842,6 +842,18 @@ impl Runner {
                             })
                             .map(|_| ())
                         }
+                        // Uncompressed: keys and values stay slices of the read buffer.
+                        None if h.compression() == 0 => strom_log::visit_records(batch, |r| {
+                            if r.offset >= from {
+                                q.push_back(QRec {
+                                    offset: r.offset,
+                                    timestamp: r.timestamp,
+                                    key: r.key.map(|k| bytes.slice_ref(k)),
+                                    value: r.value.map(|v| bytes.slice_ref(v)),
+                                });
+                            }
+                        })
+                        .map(|_| ()),
                         None => strom_log::record::decode_records(batch).map(|(_, records)| {
                             for r in records {
                                 if r.offset >= from {
@@ -1067,15 +1079,26 @@ impl Runner {
                     if since.elapsed() < MAX_TASK_IDLE {
                         break;
                     }
-                } else {
+                } else if !self.idle_since.is_empty() {
                     self.idle_since.remove(&id);
                 }
+                // Take a run from the chosen input: every record not later than the earliest
+                // record waiting in the other inputs.
+                let limit = lanes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .filter_map(|(_, (_, q, _))| q.front().map(|r| r.timestamp))
+                    .min()
+                    .unwrap_or(i64::MAX);
                 let (_, q, next) = &mut lanes[i];
-                let Some(r) = q.pop_front() else { break };
-                if let Some(s) = src[i] {
-                    task.process_at(s, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                while q.front().is_some_and(|r| r.timestamp <= limit) {
+                    let Some(r) = q.pop_front() else { break };
+                    if let Some(s) = src[i] {
+                        task.process_at(s, r.key.as_deref(), r.value.as_deref(), r.timestamp);
+                    }
+                    *next = Some(r.offset + 1);
                 }
-                *next = Some(r.offset + 1);
             }
         }
         for (tp, _, next) in lanes {

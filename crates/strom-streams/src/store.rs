@@ -210,15 +210,33 @@ impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for KvSto
     }
 }
 
+/// A window's value with its changelog bookkeeping.
+#[derive(Debug)]
+struct WinCell<V> {
+    value: V,
+    /// Changed since the last commit (listed in `dirty`).
+    dirty: bool,
+    /// The changelog holds a value for it.
+    logged: bool,
+}
+
 /// A window store: values per key and window (windowed aggregates, sessions).
+///
+/// The per-record path is one hash lookup: a window's value and its "changed" flag live
+/// together. Range queries use an ordered index, closing uses an index by end, and the
+/// earliest end is cached.
 #[derive(Debug)]
 pub struct WindowStore<K, V> {
-    /// Point lookups (the per-record path) go through a hash map...
-    map: FxHashMap<Windowed<K>, V>,
-    /// ...range queries through an ordered index (by key, then start).
+    map: FxHashMap<Windowed<K>, WinCell<V>>,
+    /// Windows by key, then start.
     index: BTreeSet<Windowed<K>>,
     by_end: BTreeSet<(i64, Windowed<K>)>,
-    changes: Tracker<Windowed<K>>,
+    /// The smallest end in `by_end`.
+    first_end: Option<i64>,
+    /// Windows changed since the last commit (each listed once).
+    dirty: Vec<Windowed<K>>,
+    /// Logged windows removed since the last commit (tombstones due).
+    gone: Vec<Windowed<K>>,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for WindowStore<K, V> {
@@ -227,7 +245,9 @@ impl<K: Ord + Hash + Clone, V> Default for WindowStore<K, V> {
             map: FxHashMap::default(),
             index: BTreeSet::new(),
             by_end: BTreeSet::new(),
-            changes: Tracker::default(),
+            first_end: None,
+            dirty: Vec::new(),
+            gone: Vec::new(),
         }
     }
 }
@@ -254,18 +274,20 @@ fn key_range<K: Clone>(key: &K, from: i64, to: i64) -> (Windowed<K>, Windowed<K>
 impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
     /// The value of one window.
     pub fn get(&self, key: &Windowed<K>) -> Option<&V> {
-        self.map.get(key)
+        self.map.get(key).map(|c| &c.value)
     }
     /// The windows of `key` starting in `[from, to]`, earliest first.
     pub fn fetch(&self, key: &K, from: i64, to: i64) -> impl Iterator<Item = (&Windowed<K>, &V)> {
         let (lo, hi) = key_range(key, from, to);
         self.index
             .range(lo..=hi)
-            .filter_map(|w| self.map.get_key_value(w))
+            .filter_map(|w| self.map.get_key_value(w).map(|(k, c)| (k, &c.value)))
     }
     /// Every open window, by key then start.
     pub fn iter(&self) -> impl Iterator<Item = (&Windowed<K>, &V)> {
-        self.index.iter().filter_map(|w| self.map.get_key_value(w))
+        self.index
+            .iter()
+            .filter_map(|w| self.map.get_key_value(w).map(|(k, c)| (k, &c.value)))
     }
     /// Number of open windows.
     pub fn len(&self) -> usize {
@@ -276,32 +298,60 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
         self.map.is_empty()
     }
 
-    fn touch(&mut self, key: &Windowed<K>) {
-        self.changes.touch(key)
-    }
     /// The value of one window to update in place (marked changed).
     pub(crate) fn get_mut(&mut self, key: &Windowed<K>) -> Option<&mut V> {
-        let v = self.map.get_mut(key)?;
-        self.changes.touch(key);
-        Some(v)
+        let c = self.map.get_mut(key)?;
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(key.clone());
+        }
+        Some(&mut c.value)
+    }
+    fn insert_new(&mut self, key: Windowed<K>, value: V, dirty: bool, logged: bool) {
+        let end = key.window.end;
+        self.first_end = Some(self.first_end.map_or(end, |e| e.min(end)));
+        self.index.insert(key.clone());
+        self.by_end.insert((end, key.clone()));
+        if dirty {
+            self.dirty.push(key.clone());
+        }
+        self.map.insert(
+            key,
+            WinCell {
+                value,
+                dirty,
+                logged,
+            },
+        );
     }
     pub(crate) fn put(&mut self, key: Windowed<K>, value: V) {
-        self.touch(&key);
-        if self.map.insert(key.clone(), value).is_none() {
-            self.index.insert(key.clone());
-            self.by_end.insert((key.window.end, key));
+        match self.map.get_mut(&key) {
+            Some(c) => {
+                c.value = value;
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(key);
+                }
+            }
+            None => self.insert_new(key, value, true, false),
+        }
+    }
+    fn forget(&mut self, key: &Windowed<K>, cell: &WinCell<V>) {
+        self.index.remove(key);
+        if cell.logged {
+            self.gone.push(key.clone());
         }
     }
     pub(crate) fn remove(&mut self, key: &Windowed<K>) -> Option<V> {
-        let v = self.map.remove(key)?;
-        self.index.remove(key);
+        let c = self.map.remove(key)?;
         self.by_end.remove(&(key.window.end, key.clone()));
-        self.touch(key);
-        Some(v)
+        self.first_end = self.by_end.first().map(|(e, _)| *e);
+        self.forget(key, &c);
+        Some(c.value)
     }
     /// The earliest end of an open window.
     pub(crate) fn first_end(&self) -> Option<i64> {
-        self.by_end.first().map(|(e, _)| *e)
+        self.first_end
     }
     /// Removes and returns the windows ending at or before `end`, earliest end first.
     pub(crate) fn pop_ending_by(&mut self, end: i64) -> Vec<(Windowed<K>, V)> {
@@ -313,12 +363,12 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
             let Some((_, w)) = self.by_end.pop_first() else {
                 break;
             };
-            if let Some(v) = self.map.remove(&w) {
-                self.index.remove(&w);
-                self.touch(&w);
-                out.push((w, v));
+            if let Some(c) = self.map.remove(&w) {
+                self.forget(&w, &c);
+                out.push((w, c.value));
             }
         }
+        self.first_end = self.by_end.first().map(|(e, _)| *e);
         out
     }
     /// Keys of the windows of `key` (sessions) starting at or before `start_max`.
@@ -330,25 +380,38 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
 
 impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for WindowStore<K, V> {
     fn drain_changes(&mut self, out: &mut Changes) {
-        let map = &self.map;
-        self.changes.drain(out, encode, |k| map.get(k).map(encode));
+        for k in self.gone.drain(..) {
+            // Gone, unless a window with the same bounds was opened again since.
+            if !self.map.contains_key(&k) {
+                out.push((encode(&k), None));
+            }
+        }
+        for k in self.dirty.drain(..) {
+            if let Some(c) = self.map.get_mut(&k) {
+                if c.dirty {
+                    c.dirty = false;
+                    c.logged = true;
+                    out.push((encode(&k), Some(encode(&c.value))));
+                }
+            }
+        }
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), SerdeError> {
         let k = Windowed::<K>::deserialize(key)?;
         match value {
             Some(v) => {
                 let v = V::deserialize(v)?;
-                self.changes.restored(k.clone(), true);
-                if self.map.insert(k.clone(), v).is_none() {
-                    self.index.insert(k.clone());
-                    self.by_end.insert((k.window.end, k));
+                match self.map.get_mut(&k) {
+                    Some(c) => c.value = v,
+                    None => self.insert_new(k, v, false, true),
                 }
             }
             None => {
-                self.changes.restored(k.clone(), false);
-                if self.map.remove(&k).is_some() {
+                if let Some(c) = self.map.remove(&k) {
+                    self.by_end.remove(&(k.window.end, k.clone()));
+                    self.first_end = self.by_end.first().map(|(e, _)| *e);
                     self.index.remove(&k);
-                    self.by_end.remove(&(k.window.end, k));
+                    drop(c);
                 }
             }
         }
@@ -387,6 +450,8 @@ pub(crate) struct RecordBuffer<K, V> {
     by_key: FxHashMap<K, VecDeque<Slot<V>>>,
     expiry: VecDeque<(i64, u64, K)>,
     pending: Vec<(K, i64, u64)>,
+    /// More records were queued than `pending` lists: the next drain visits the live ones.
+    overflow: bool,
     gone: Vec<(K, i64, u64)>,
     seq: u64,
     len: usize,
@@ -398,6 +463,7 @@ impl<K: Ord + Hash + Clone, V> Default for RecordBuffer<K, V> {
             by_key: FxHashMap::default(),
             expiry: VecDeque::new(),
             pending: Vec::new(),
+            overflow: false,
             gone: Vec::new(),
             seq: 0,
             len: 0,
@@ -415,12 +481,28 @@ impl<K: Ord + Hash + Clone, V> RecordBuffer<K, V> {
     fn put(&mut self, key: K, ts: i64, seq: u64, value: V, matched: bool, logged: bool) {
         let queued = !logged;
         if queued {
-            self.pending.push((key.clone(), ts, seq));
+            // Listing more records than are live is wasted work: the drain then visits the
+            // live records instead (short-lived join records mostly expire before a commit).
+            if self.pending.len() <= self.len {
+                self.pending.push((key.clone(), ts, seq));
+            } else {
+                self.overflow = true;
+            }
         }
-        let at = self.expiry.partition_point(|e| (e.0, e.1) <= (ts, seq));
-        self.expiry.insert(at, (ts, seq, key.clone()));
+        // Records mostly come in order: appending is the common case.
+        if self.expiry.back().is_none_or(|e| (e.0, e.1) <= (ts, seq)) {
+            self.expiry.push_back((ts, seq, key.clone()));
+        } else {
+            let at = self.expiry.partition_point(|e| (e.0, e.1) <= (ts, seq));
+            self.expiry.insert(at, (ts, seq, key.clone()));
+        }
         let dq = self.by_key.entry(key).or_default();
-        let at = dq.partition_point(|s| (s.ts, s.seq) <= (ts, seq));
+        let at = match dq.back() {
+            Some(b) if (b.ts, b.seq) > (ts, seq) => {
+                dq.partition_point(|s| (s.ts, s.seq) <= (ts, seq))
+            }
+            _ => dq.len(),
+        };
         dq.insert(
             at,
             Slot {
@@ -461,6 +543,7 @@ impl<K: Ord + Hash + Clone, V> RecordBuffer<K, V> {
                 s.queued = true;
                 pending.push((key.clone(), s.ts, s.seq));
             }
+            // (A matched flag set on a record not yet written is written with it.)
             (s.ts, s)
         })
     }
@@ -481,16 +564,17 @@ impl<K: Ord + Hash + Clone, V> RecordBuffer<K, V> {
             return None;
         }
         let slot = dq.remove(at)?;
-        if dq.is_empty() {
-            self.by_key.remove(key);
-        }
         self.len -= 1;
+        // Empty deques stay (a key's next record reuses its allocation) until they outnumber
+        // the live records.
+        if dq.is_empty() && self.by_key.len() > 2 * self.len + 1024 {
+            self.by_key.retain(|_, d| !d.is_empty());
+        }
         Some(slot)
     }
 
-    /// Removes the records older than `ts`, oldest first.
-    pub(crate) fn pop_older_than(&mut self, ts: i64) -> Vec<(K, i64, Buffered<V>)> {
-        let mut out = Vec::new();
+    /// Removes the records older than `ts`, oldest first, handing each to `f`.
+    pub(crate) fn pop_older_than(&mut self, ts: i64, mut f: impl FnMut(K, i64, Buffered<V>)) {
         while self.expiry.front().is_some_and(|e| e.0 < ts) {
             let Some((t, seq, k)) = self.expiry.pop_front() else {
                 break;
@@ -499,17 +583,16 @@ impl<K: Ord + Hash + Clone, V> RecordBuffer<K, V> {
                 if slot.logged {
                     self.gone.push((k.clone(), t, seq));
                 }
-                out.push((
+                f(
                     k,
                     t,
                     Buffered {
                         value: slot.value,
                         matched: slot.matched,
                     },
-                ));
+                );
             }
         }
-        out
     }
 
     #[cfg(test)]
@@ -533,19 +616,31 @@ impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for Recor
         for (k, ts, seq) in std::mem::take(&mut self.gone) {
             out.push((buffer_key(&k, ts, seq), None));
         }
-        for (k, ts, seq) in std::mem::take(&mut self.pending) {
-            let Some(dq) = self.by_key.get_mut(&k) else {
-                continue;
-            };
-            let at = dq.partition_point(|s| (s.ts, s.seq) < (ts, seq));
-            let Some(slot) = dq.get_mut(at).filter(|s| s.seq == seq) else {
-                continue;
-            };
+        let mut write = |k: &K, slot: &mut Slot<V>| {
             let mut v = vec![u8::from(slot.matched)];
             slot.value.serialize(&mut v);
             slot.logged = true;
             slot.queued = false;
-            out.push((buffer_key(&k, ts, seq), Some(Bytes::from(v))));
+            out.push((buffer_key(k, slot.ts, slot.seq), Some(Bytes::from(v))));
+        };
+        let pending = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.overflow) || pending.len() > self.len {
+            // Most queued records are gone already: visiting the live ones is cheaper.
+            for (k, dq) in self.by_key.iter_mut() {
+                for slot in dq.iter_mut().filter(|s| s.queued) {
+                    write(k, slot);
+                }
+            }
+            return;
+        }
+        for (k, ts, seq) in pending {
+            let Some(dq) = self.by_key.get_mut(&k) else {
+                continue;
+            };
+            let at = dq.partition_point(|s| (s.ts, s.seq) < (ts, seq));
+            if let Some(slot) = dq.get_mut(at).filter(|s| s.seq == seq && s.queued) {
+                write(&k, slot);
+            }
         }
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), SerdeError> {
@@ -638,10 +733,12 @@ mod tests {
             r.restore(k, v.as_deref()).unwrap();
         }
         assert_eq!(r.len(), 2);
-        let old = r.pop_older_than(6);
+        let mut old = Vec::new();
+        r.pop_older_than(6, |k, t, b| old.push((k, t, b)));
         assert_eq!(old.len(), 1);
         assert!(!old[0].2.matched);
-        let rest = r.pop_older_than(100);
+        let mut rest = Vec::new();
+        r.pop_older_than(100, |k, t, b| rest.push((k, t, b)));
         assert!(rest[0].2.matched);
     }
 }

@@ -45,6 +45,16 @@ fn check(data: &[u8], origin: Origin) {
         if let Ok((dh, records)) = record::decode_records(bytes) {
             assert_eq!(dh, *h);
             assert_eq!(records.len(), h.record_count as usize);
+            // The borrowing visitor agrees with the decoder record for record.
+            let mut seen = Vec::new();
+            let vh = record::visit_records(bytes, |r| seen.push((r.offset, r.timestamp, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec))))
+                .expect("decode_records accepted a batch visit_records refused");
+            assert_eq!(vh, *h);
+            let want: Vec<_> = records
+                .iter()
+                .map(|r| (r.offset, r.timestamp, r.key.as_ref().map(|b| b.to_vec()), r.value.as_ref().map(|b| b.to_vec())))
+                .collect();
+            assert_eq!(seen, want);
         }
         pos += size;
         sum += size;
@@ -74,4 +84,5 @@ fuzz_target!(|data: &[u8]| {
     // The decoder is documented to expect a CRC-valid batch but to reject anything malformed
     // with an error, never a panic.
     let _ = record::decode_records(data);
+    let _ = record::visit_records(data, |_| {});
 });

@@ -76,6 +76,8 @@ pub mod driver;
 mod dsl;
 pub mod embedded;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graph;
 mod ops;
 pub mod runtime;

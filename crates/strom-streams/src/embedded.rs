@@ -23,6 +23,14 @@ impl Strom {
     pub async fn embedded(dir: impl AsRef<Path>) -> Result<Embedded> {
         Embedded::start(dir.as_ref(), |_| {}).await
     }
+
+    /// Like [`Strom::embedded`], with `tweak` changing the broker's settings first.
+    pub async fn embedded_with(
+        dir: impl AsRef<Path>,
+        tweak: impl FnOnce(&mut BrokerConfig),
+    ) -> Result<Embedded> {
+        Embedded::start(dir.as_ref(), tweak).await
+    }
 }
 
 /// A broker running inside this process (on the current tokio runtime).

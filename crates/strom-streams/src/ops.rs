@@ -10,7 +10,7 @@ use crate::graph::{any_input, one, Builder, Cx, Fanout, Graph, Many, OutRecord};
 use crate::serde::Serde;
 use crate::store::{KvStore, RecordBuffer, StoreKind, WindowStore};
 use crate::window::{
-    Emit, JoinWindows, SessionWindows, SlidingWindows, TimeWindows, Window, Windowed,
+    Emit, JoinWindows, SessionWindows, SlidingWindows, TimeWindows, Window, Windowed, MAX_TS,
 };
 
 /// Folds one value into an accumulator: updates `Some(acc)` in place, or starts a new one.
@@ -164,7 +164,7 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
         let mut pending: Vec<(Windowed<K>, A, i64)> = Vec::new();
         match spec {
             WindowSpec::Time(w) => one::<K, V>(move |cx: &mut Cx, k: K, v: V, ts| {
-                if ts < 0 {
+                if !(0..=MAX_TS).contains(&ts) {
                     cx.metrics.skipped += 1;
                     return;
                 }
@@ -220,7 +220,7 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
             WindowSpec::Sliding(w) => {
                 let buf = bcx.store(&buffer_name, || Mutex::new(RecordBuffer::<K, V>::default()));
                 one::<K, V>(move |cx: &mut Cx, k: K, v: V, ts| {
-                    if ts < 0 {
+                    if !(0..=MAX_TS).contains(&ts) {
                         cx.metrics.skipped += 1;
                         return;
                     }
@@ -359,7 +359,7 @@ pub(crate) fn session_aggregate<K: Key, V: Value, A: Value>(
         let mut observed = i64::MIN;
         let mut pending: Vec<(Windowed<K>, Option<A>, i64)> = Vec::new();
         one::<K, V>(move |cx: &mut Cx, k: K, v: V, ts| {
-            if ts < 0 {
+            if !(0..=MAX_TS).contains(&ts) {
                 cx.metrics.skipped += 1;
                 return;
             }

@@ -459,13 +459,16 @@ async fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Plan> {
             sub_parts[i] = Some(*n);
         }
     }
-    // Repartition topics get the partition count of the sub-topology that writes them.
+    // A repartition topic read together with user topics takes their partition count (it is
+    // co-partitioned with them: same key, same partition); one read only with other internal
+    // topics takes the largest count among the sub-topologies writing into it.
+    let fixed: Vec<bool> = sub_parts.iter().map(Option::is_some).collect();
     for _ in 0..subs.len() {
         for (i, (_, sinks)) in subs.iter().enumerate() {
             let Some(n) = sub_parts[i] else { continue };
             for t in sinks.iter().filter(|t| internal.contains(*t)) {
                 for (j, (sources, _)) in subs.iter().enumerate() {
-                    if sources.contains(t) {
+                    if !fixed[j] && sources.contains(t) {
                         sub_parts[j] = Some(sub_parts[j].map_or(n, |m| m.max(n)));
                     }
                 }
@@ -743,7 +746,18 @@ impl Runner {
                 .collect();
             if !mine.is_empty() {
                 self.consumer.pause(&mine)?;
-                let committed = self.consumer.committed(&mine).await?;
+                // The coordinator may be busy with the rebalance that just ended: ask again.
+                let mut tries = 0;
+                let committed = loop {
+                    match self.consumer.committed(&mine).await {
+                        Ok(c) => break c,
+                        Err(e) if e.is_retriable() && tries < 10 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
                 for tp in mine {
                     let Some(part) = broker.partition(&tp.topic, tp.partition) else {
                         return Err(Error::Internal(format!(
@@ -989,15 +1003,7 @@ impl Runner {
         for id in ids {
             let out = self.process_task(id);
             if !out.is_empty() {
-                self.send_all(out.into_iter().map(|o| ProducerRecord {
-                    topic: o.topic.to_string(),
-                    partition: None,
-                    key: o.key,
-                    value: o.value,
-                    headers: Vec::new(),
-                    timestamp: Some(o.timestamp),
-                }))
-                .await?;
+                self.send_all(out.into_iter().map(out_record)).await?;
             }
         }
         self.flow_control()?;
@@ -1163,6 +1169,16 @@ impl Runner {
     /// offsets. (With transactions this becomes one transaction.)
     async fn commit(&mut self) -> Result<()> {
         self.last_commit = Instant::now();
+        // Output not sent yet (records processed straight from the log in direct mode) goes
+        // out before the offsets that cover it are committed.
+        let pending: Vec<crate::graph::OutRecord> = self
+            .tasks
+            .values_mut()
+            .flat_map(|t| t.take_output())
+            .collect();
+        if !pending.is_empty() {
+            self.send_all(pending.into_iter().map(out_record)).await?;
+        }
         let app = self.config.application_id.clone();
         let mut changes = Vec::new();
         for task in self.tasks.values() {
@@ -1189,9 +1205,12 @@ impl Runner {
             .collect();
         if !offsets.is_empty() {
             if let Err(e) = self.consumer.commit_offsets(&offsets).await {
-                // A rebalance is under way: the tasks will be closed and their work redone by
-                // the next owner.
-                tracing::warn!(error = %e, "offset commit failed");
+                // Kept for the next commit (unless processing moved past them meanwhile); if a
+                // rebalance is under way the tasks close and the next owner redoes the work.
+                tracing::warn!(error = %e, "offset commit failed; retrying at the next commit");
+                for (tp, o) in offsets {
+                    self.offsets.entry(tp).or_insert(o);
+                }
             }
         }
         self.publish_metrics();
@@ -1206,6 +1225,17 @@ impl Runner {
             add(&mut m, t.metrics());
         }
         self.shared.metrics.lock().tasks = m;
+    }
+}
+
+fn out_record(o: crate::graph::OutRecord) -> ProducerRecord {
+    ProducerRecord {
+        topic: o.topic.to_string(),
+        partition: None,
+        key: o.key,
+        value: o.value,
+        headers: Vec::new(),
+        timestamp: Some(o.timestamp),
     }
 }
 

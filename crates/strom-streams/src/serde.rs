@@ -159,8 +159,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Serde for Json<T> {
 pub fn json_serialize<T: serde::Serialize>(value: &T, out: &mut Vec<u8>) {
     // Serializing a derived `Serialize` type into a Vec cannot fail (maps with non-string keys
     // aside, which serde_json reports and which we write as null to keep the record).
+    let at = out.len();
     if serde_json::to_writer(&mut *out, value).is_err() {
-        out.clear();
+        out.truncate(at);
         out.extend_from_slice(b"null");
     }
 }

@@ -73,8 +73,15 @@ impl<K: Serde> Serde for Windowed<K> {
     }
 }
 
+/// Durations are capped here (some 73 million years), so window arithmetic cannot overflow.
+pub(crate) const MAX_MS: i64 = i64::MAX / 4;
+
+/// Timestamps beyond this are skipped by windowed operators (counted in `skipped`): a window
+/// around them could not be represented.
+pub(crate) const MAX_TS: i64 = i64::MAX / 4;
+
 pub(crate) fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+    i64::try_from(d.as_millis()).unwrap_or(MAX_MS).min(MAX_MS)
 }
 
 /// Tumbling or hopping windows of a fixed size.
@@ -107,7 +114,7 @@ impl TimeWindows {
 
     /// The windows containing `ts`, earliest first (none for negative timestamps).
     pub fn windows_for(&self, ts: i64) -> impl Iterator<Item = Window> + '_ {
-        let first = if ts < 0 {
+        let first = if !(0..=MAX_TS).contains(&ts) {
             i64::MAX
         } else {
             ((ts - self.size + self.advance).max(0) / self.advance) * self.advance

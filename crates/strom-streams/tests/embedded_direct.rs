@@ -161,3 +161,143 @@ async fn a_crashed_direct_instance_is_taken_over_without_loss() {
     }
     a.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_sends_every_processed_record_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let strom = Strom::embedded(dir.path()).await.unwrap();
+    strom.create_topics(&["words", "lengths"], 2).await.unwrap();
+    let bootstrap = strom.bootstrap();
+    let producer = Producer::new(ProducerConfig::new(&bootstrap))
+        .await
+        .unwrap();
+    let n = 20_000;
+    for i in 0..n {
+        producer
+            .send(ProducerRecord::new("words", format!("word-{i}")).key(format!("k{}", i % 97)))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("words")
+        .map_values(|w| w.len() as i64)
+        .to("lengths");
+    // A long commit interval: only close() commits.
+    let config =
+        StreamsConfig::new("close-app", &bootstrap).commit_interval(Duration::from_secs(600));
+    let mut app = Streams::start_embedded(b.build().unwrap(), config, &strom)
+        .await
+        .unwrap();
+    app.wait_until_running(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.metrics().tasks.processed < n {
+        assert!(
+            Instant::now() < deadline,
+            "processed {}",
+            app.metrics().tasks.processed
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    app.close().await.unwrap();
+    let out = latest_count(&bootstrap, "lengths").await;
+    assert_eq!(
+        out, n as usize,
+        "every processed record's output was written before the commit"
+    );
+}
+
+async fn latest_count(bootstrap: &str, topic: &str) -> usize {
+    let mut c = Consumer::new(ConsumerConfig::new(bootstrap)).await.unwrap();
+    let parts: Vec<TopicPartition> = (0..2).map(|p| TopicPartition::new(topic, p)).collect();
+    c.assign(&parts).unwrap();
+    c.seek_to_beginning(&parts).unwrap();
+    let mut n = 0;
+    loop {
+        let recs = c.poll(Duration::from_millis(500)).await.unwrap();
+        if recs.is_empty() {
+            return n;
+        }
+        n += recs.len();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repartition_topic_joined_with_a_table_is_co_partitioned_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let strom = Strom::embedded(dir.path()).await.unwrap();
+    strom.create_topics(&["clicks"], 4).await.unwrap();
+    strom
+        .create_topics(&["users", "enriched"], 2)
+        .await
+        .unwrap();
+    let bootstrap = strom.bootstrap();
+    let producer = Producer::new(ProducerConfig::new(&bootstrap))
+        .await
+        .unwrap();
+    for u in 0..20 {
+        producer
+            .send(ProducerRecord::new("users", format!("name-{u}")).key(format!("u{u}")))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let b = StreamsBuilder::new();
+    let users = b.table::<String, String>("users");
+    // Clicks keyed by click id carry the user id: re-keyed, then joined with the users table.
+    b.stream::<String, String>("clicks")
+        .select_key(|_, user| user.clone())
+        .join_table(&users, |_, name| name.clone())
+        .to("enriched");
+    let topology = b.build().unwrap();
+    let mut app = Streams::start_embedded(
+        topology,
+        StreamsConfig::new("repart-app", &bootstrap),
+        &strom,
+    )
+    .await
+    .unwrap();
+    app.wait_until_running(Duration::from_secs(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for c in 0..200 {
+        producer
+            .send(ProducerRecord::new("clicks", format!("u{}", c % 20)).key(format!("click-{c}")))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let admin = strom_client::Admin::new(strom_client::ClientConfig::new(&bootstrap))
+        .await
+        .unwrap();
+    let repartition: Vec<String> = admin
+        .list_topics()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|n| n.ends_with("-repartition"))
+        .collect();
+    assert_eq!(repartition.len(), 1, "{repartition:?}");
+    assert_eq!(
+        admin
+            .describe_topic(&repartition[0])
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        2
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = latest_count(&bootstrap, "enriched").await;
+        if n == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} of 200 clicks enriched");
+    }
+    app.close().await.unwrap();
+}

@@ -66,3 +66,45 @@ fn word_count_and_windows() {
     assert_eq!(d.metrics().late_dropped, 1);
     assert_eq!(d.read_output_raw("late").len(), 1);
 }
+
+#[test]
+fn extreme_timestamps_are_skipped_not_hung() {
+    let b = StreamsBuilder::new();
+    let s = b.stream::<String, i64>("in");
+    let g = s.group_by_key();
+    g.windowed_by(TimeWindows::hopping(
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+        Duration::ZERO,
+    ))
+    .count()
+    .to_stream()
+    .to("hop");
+    g.windowed_by_sliding(SlidingWindows::new(Duration::from_secs(10), Duration::ZERO))
+        .materialize_as("sliding")
+        .count()
+        .to_stream()
+        .to("slide");
+    g.windowed_by_session(SessionWindows::new(Duration::from_secs(10), Duration::ZERO))
+        .materialize_as("session")
+        .count()
+        .to_stream()
+        .to("sess");
+    let mut d = TopologyTestDriver::new(b.build().unwrap()).unwrap();
+    for ts in [i64::MAX, i64::MAX - 1, i64::MIN, -1] {
+        d.pipe("in", "k".to_string(), 1i64, ts);
+    }
+    assert_eq!(
+        d.metrics().skipped,
+        12,
+        "each record skipped by each of the three windowed operators"
+    );
+    d.pipe("in", "k".to_string(), 1i64, 5);
+    assert_eq!(
+        d.read_output_raw("hop").len(),
+        1,
+        "windows start at 0 or later"
+    );
+    assert_eq!(d.read_output_raw("slide").len(), 1);
+    assert_eq!(d.read_output_raw("sess").len(), 1);
+}

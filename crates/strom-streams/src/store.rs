@@ -565,9 +565,9 @@ impl<K: Ord + Hash + Clone, V> RecordBuffer<K, V> {
         }
         let slot = dq.remove(at)?;
         self.len -= 1;
-        // Empty deques stay (a key's next record reuses its allocation) until they outnumber
-        // the live records.
-        if dq.is_empty() && self.by_key.len() > 2 * self.len + 1024 {
+        // Empty deques stay (a key's next record reuses its allocation) until they far
+        // outnumber the live records.
+        if dq.is_empty() && self.by_key.len() > 4 * self.len + 65_536 {
             self.by_key.retain(|_, d| !d.is_empty());
         }
         Some(slot)

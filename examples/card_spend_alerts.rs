@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{clock, key_per_partition, AnyResult, Env, Rng};
 use serde::{Deserialize, Serialize};
-use strom::streams::{json_serde, Emit, Streams, StreamsBuilder, StreamsConfig, TimeWindows};
+use strom::streams::{json_serde, Emit, StreamsBuilder, StreamsConfig, TimeWindows};
 
 /// A card transaction; the record's timestamp is when it happened.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ async fn main() -> AnyResult<()> {
 
     let config = StreamsConfig::new(&env.name("card-spend-alerts"), &env.bootstrap)
         .commit_interval(Duration::from_millis(200));
-    let mut app = Streams::start(topology, config).await?;
+    let mut app = env.start(topology, config).await?;
 
     // Generated transactions: everyday spending on every card, plus a few sprees.
     let mut rng = Rng::new(99);

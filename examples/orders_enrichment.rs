@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{clock, AnyResult, Env, Rng};
 use serde::{Deserialize, Serialize};
-use strom::streams::{json_serde, JoinWindows, Streams, StreamsBuilder, StreamsConfig};
+use strom::streams::{json_serde, JoinWindows, StreamsBuilder, StreamsConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Customer {
@@ -189,7 +189,7 @@ async fn main() -> AnyResult<()> {
 
     let config = StreamsConfig::new(&env.name("orders-enrichment"), &env.bootstrap)
         .commit_interval(Duration::from_millis(200));
-    let mut app = Streams::start(topology, config).await?;
+    let mut app = env.start(topology, config).await?;
     app.wait_until_running(Duration::from_secs(30)).await?;
 
     let out = env

@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use common::{clock, key_per_partition, AnyResult, Env, Rng};
 use serde::{Deserialize, Serialize};
-use strom::streams::{
-    json_serde, Emit, SessionWindows, Streams, StreamsBuilder, StreamsConfig, Windowed,
-};
+use strom::streams::{json_serde, Emit, SessionWindows, StreamsBuilder, StreamsConfig, Windowed};
 
 /// One page view, as a web server reports it: `at` is when it happened (event time).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +96,7 @@ async fn main() -> AnyResult<()> {
 
     let config = StreamsConfig::new(&env.name("page-view-sessions"), &env.bootstrap)
         .commit_interval(Duration::from_millis(200));
-    let mut app = Streams::start(topology, config).await?;
+    let mut app = env.start(topology, config).await?;
 
     // Generated views: per user, bursts of activity separated by longer pauses.
     let mut rng = Rng::new(7);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{AnyResult, Env, Rng};
-use strom::streams::{Streams, StreamsBuilder, StreamsConfig};
+use strom::streams::{StreamsBuilder, StreamsConfig};
 
 const WORDS: &[&str] = &[
     "stream",
@@ -52,7 +52,7 @@ async fn main() -> AnyResult<()> {
 
     let config = StreamsConfig::new(&env.name("word-count"), &env.bootstrap)
         .commit_interval(Duration::from_millis(200));
-    let mut app = Streams::start(topology, config).await?;
+    let mut app = env.start(topology, config).await?;
 
     // Generated input, and the answer it should produce.
     let mut rng = Rng::new(42);

@@ -9,7 +9,7 @@ use strom::client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
     ProducerRecord, TopicPartition,
 };
-use strom::streams::{Embedded, Serde, Strom};
+use strom::streams::{Embedded, Serde, Streams, StreamsConfig, Strom, Topology};
 
 pub type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -143,6 +143,15 @@ impl Env {
             }
         }
         Ok(out)
+    }
+
+    /// Starts the application: embedded, reading input straight from the in-process log;
+    /// against a server, over the Kafka protocol. The topology is the same either way.
+    pub async fn start(&self, topology: Topology, config: StreamsConfig) -> AnyResult<Streams> {
+        Ok(match &self.embedded {
+            Some(e) => Streams::start_embedded(topology, config, e).await?,
+            None => Streams::start(topology, config).await?,
+        })
     }
 
     pub async fn shutdown(self) -> AnyResult<()> {

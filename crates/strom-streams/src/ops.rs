@@ -160,7 +160,6 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
             .as_ref()
             .map(|t| bcx.topic(&crate::graph::TopicRef::User(t.clone())));
         let fold = fold.clone();
-        let mut observed = i64::MIN;
         let mut pending: Vec<(Windowed<K>, A, i64)> = Vec::new();
         match spec {
             WindowSpec::Time(w) => one::<K, V>(move |cx: &mut Cx, k: K, v: V, ts| {
@@ -168,11 +167,10 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
                     cx.metrics.skipped += 1;
                     return;
                 }
-                observed = observed.max(ts);
-                let close = observed.saturating_sub(w.grace);
                 let mut any = false;
                 {
                     let mut s = st.lock();
+                    let close = s.advance(ts).saturating_sub(w.grace);
                     for win in w.windows_for(ts) {
                         if win.end <= close {
                             continue;
@@ -224,8 +222,7 @@ pub(crate) fn window_aggregate<K: Key, V: Value, A: Value>(
                         cx.metrics.skipped += 1;
                         return;
                     }
-                    observed = observed.max(ts);
-                    let close = observed.saturating_sub(w.grace);
+                    let close = st.lock().advance(ts).saturating_sub(w.grace);
                     let d = w.diff;
                     // Sliding windows include their end, so (as in Kafka) a window [s, e] stays
                     // open while e >= close and closes once e + grace < stream time. (Treating
@@ -356,17 +353,15 @@ pub(crate) fn session_aggregate<K: Key, V: Value, A: Value>(
             .as_ref()
             .map(|t| bcx.topic(&crate::graph::TopicRef::User(t.clone())));
         let (fold, merger) = (fold.clone(), merger.clone());
-        let mut observed = i64::MIN;
         let mut pending: Vec<(Windowed<K>, Option<A>, i64)> = Vec::new();
         one::<K, V>(move |cx: &mut Cx, k: K, v: V, ts| {
             if !(0..=MAX_TS).contains(&ts) {
                 cx.metrics.skipped += 1;
                 return;
             }
-            observed = observed.max(ts);
-            // A session is closed once stream time passes its end + gap + grace.
-            let close = observed.saturating_sub(w.gap).saturating_sub(w.grace);
             let mut s = st.lock();
+            // A session is closed once stream time passes its end + gap + grace.
+            let close = s.advance(ts).saturating_sub(w.gap).saturating_sub(w.grace);
             let overlapping: Vec<Windowed<K>> = s
                 .windows_of(&k, ts.saturating_add(w.gap))
                 .into_iter()
@@ -442,7 +437,6 @@ pub(crate) type Joiner<A, B, R> = Arc<dyn Fn(Option<&A>, Option<&B>) -> Option<R
 struct StreamJoin<K, V1, V2, VR> {
     left: Arc<Mutex<RecordBuffer<K, V1>>>,
     right: Arc<Mutex<RecordBuffer<K, V2>>>,
-    observed: i64,
     w: JoinWindows,
     joiner: Joiner<V1, V2, VR>,
     down: Fanout<K, VR>,
@@ -453,20 +447,21 @@ impl<K: Key, V1: Value, V2: Value, VR: Data> StreamJoin<K, V1, V2, VR> {
     /// Handles one record of either side: `Ok` a left record, `Err` a right one. Both
     /// buffers are locked once for the whole step.
     fn on_record(&mut self, cx: &mut Cx, k: K, v: Result<V1, V2>, ts: i64) {
-        self.observed = self.observed.max(ts);
+        let mut left = self.left.lock();
+        let mut right = self.right.lock();
+        // The join's stream time lives in the left buffer (and its changelog).
+        let observed = left.advance(ts);
         let w = self.w;
         // How far the other side's records may lie before / after this one.
         let (before, after) = match &v {
             Ok(_) => (w.before, w.after),
             Err(_) => (w.after, w.before),
         };
-        if ts.saturating_add(after).saturating_add(w.grace) < self.observed {
+        if ts.saturating_add(after).saturating_add(w.grace) < observed {
             cx.metrics.late_dropped += 1;
             return;
         }
         let (lo, hi) = (ts.saturating_sub(before), ts.saturating_add(after));
-        let mut left = self.left.lock();
-        let mut right = self.right.lock();
         let joiner = &self.joiner;
         let out = &mut self.out;
         let mut matched = false;
@@ -494,8 +489,7 @@ impl<K: Key, V1: Value, V2: Value, VR: Data> StreamJoin<K, V1, V2, VR> {
         }
         // Records that nothing can join any more: drop them, emitting the unpartnered ones
         // for left/outer joins.
-        let horizon = self
-            .observed
+        let horizon = observed
             .saturating_sub(w.before)
             .saturating_sub(w.after)
             .saturating_sub(w.grace);
@@ -538,7 +532,6 @@ pub(crate) fn stream_join<K: Key, V1: Value, V2: Value, VR: Data>(
         let state = Arc::new(Mutex::new(StreamJoin {
             left: bcx.store(&ln, || Mutex::new(RecordBuffer::<K, V1>::default())),
             right: bcx.store(&rn, || Mutex::new(RecordBuffer::<K, V2>::default())),
-            observed: i64::MIN,
             w,
             joiner: joiner.clone(),
             down: outs.fanout::<K, VR>(0),

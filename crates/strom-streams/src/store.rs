@@ -20,6 +20,10 @@
 //!
 //! The cost: state must fit in memory and restore time grows with the compacted changelog.
 //! Windowed stores drop windows once they close, so they stay bounded by the active windows.
+//!
+//! Window stores and join buffers also log their operator's stream time (under the empty
+//! key, which no window or record key can be), so a restored task keeps closed windows
+//! closed instead of reopening them for records that were already late.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
@@ -210,6 +214,54 @@ impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for KvSto
     }
 }
 
+/// An operator's stream time (the largest timestamp it has seen), kept in its store so that
+/// it survives a restore: windows closed before a crash stay closed after it.
+///
+/// It travels in the store's changelog under the empty key, which no window or buffered
+/// record can have (their keys end in 16 bytes of timestamps).
+#[derive(Debug)]
+pub(crate) struct StreamTime {
+    now: i64,
+    logged: i64,
+}
+
+impl Default for StreamTime {
+    fn default() -> Self {
+        StreamTime {
+            now: i64::MIN,
+            logged: i64::MIN,
+        }
+    }
+}
+
+impl StreamTime {
+    pub(crate) fn advance(&mut self, ts: i64) -> i64 {
+        self.now = self.now.max(ts);
+        self.now
+    }
+    fn drain(&mut self, out: &mut Changes) {
+        if self.now != self.logged {
+            self.logged = self.now;
+            out.push((
+                Bytes::new(),
+                Some(Bytes::copy_from_slice(&self.now.to_be_bytes())),
+            ));
+        }
+    }
+    /// Takes a changelog record if it is the stream time's (true), else leaves it.
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<bool, SerdeError> {
+        if !key.is_empty() {
+            return Ok(false);
+        }
+        if let Some(v) = value {
+            let t = i64::deserialize(v)?;
+            self.now = self.now.max(t);
+            self.logged = self.now;
+        }
+        Ok(true)
+    }
+}
+
 /// A window's value with its changelog bookkeeping.
 #[derive(Debug)]
 struct WinCell<V> {
@@ -237,6 +289,7 @@ pub struct WindowStore<K, V> {
     dirty: Vec<Windowed<K>>,
     /// Logged windows removed since the last commit (tombstones due).
     gone: Vec<Windowed<K>>,
+    time: StreamTime,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for WindowStore<K, V> {
@@ -248,6 +301,7 @@ impl<K: Ord + Hash + Clone, V> Default for WindowStore<K, V> {
             first_end: None,
             dirty: Vec::new(),
             gone: Vec::new(),
+            time: StreamTime::default(),
         }
     }
 }
@@ -272,6 +326,10 @@ fn key_range<K: Clone>(key: &K, from: i64, to: i64) -> (Windowed<K>, Windowed<K>
 }
 
 impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
+    /// Moves the operator's stream time to `ts` if later, returning it.
+    pub(crate) fn advance(&mut self, ts: i64) -> i64 {
+        self.time.advance(ts)
+    }
     /// The value of one window.
     pub fn get(&self, key: &Windowed<K>) -> Option<&V> {
         self.map.get(key).map(|c| &c.value)
@@ -380,6 +438,7 @@ impl<K: Ord + Hash + Clone, V> WindowStore<K, V> {
 
 impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for WindowStore<K, V> {
     fn drain_changes(&mut self, out: &mut Changes) {
+        self.time.drain(out);
         for k in self.gone.drain(..) {
             // Gone, unless a window with the same bounds was opened again since.
             if !self.map.contains_key(&k) {
@@ -397,6 +456,9 @@ impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for Windo
         }
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), SerdeError> {
+        if self.time.restore(key, value)? {
+            return Ok(());
+        }
         let k = Windowed::<K>::deserialize(key)?;
         match value {
             Some(v) => {
@@ -455,6 +517,7 @@ pub(crate) struct RecordBuffer<K, V> {
     gone: Vec<(K, i64, u64)>,
     seq: u64,
     len: usize,
+    time: StreamTime,
 }
 
 impl<K: Ord + Hash + Clone, V> Default for RecordBuffer<K, V> {
@@ -467,6 +530,7 @@ impl<K: Ord + Hash + Clone, V> Default for RecordBuffer<K, V> {
             gone: Vec::new(),
             seq: 0,
             len: 0,
+            time: StreamTime::default(),
         }
     }
 }
@@ -478,6 +542,11 @@ fn span<V>(dq: &VecDeque<Slot<V>>, from: i64, to: i64) -> std::ops::Range<usize>
 }
 
 impl<K: Ord + Hash + Clone, V> RecordBuffer<K, V> {
+    /// Moves the owning operator's stream time to `ts` if later, returning it.
+    pub(crate) fn advance(&mut self, ts: i64) -> i64 {
+        self.time.advance(ts)
+    }
+
     fn put(&mut self, key: K, ts: i64, seq: u64, value: V, matched: bool, logged: bool) {
         let queued = !logged;
         if queued {
@@ -613,6 +682,7 @@ fn buffer_key<K: Serde + Clone>(k: &K, ts: i64, seq: u64) -> Bytes {
 
 impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for RecordBuffer<K, V> {
     fn drain_changes(&mut self, out: &mut Changes) {
+        self.time.drain(out);
         for (k, ts, seq) in std::mem::take(&mut self.gone) {
             out.push((buffer_key(&k, ts, seq), None));
         }
@@ -644,6 +714,9 @@ impl<K: Ord + Hash + Clone + Serde + Send, V: Serde + Send> StateStore for Recor
         }
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), SerdeError> {
+        if self.time.restore(key, value)? {
+            return Ok(());
+        }
         let w = Windowed::<K>::deserialize(key)?;
         let (k, ts, seq) = (w.key, w.window.start, w.window.end as u64);
         self.seq = self.seq.max(seq);
@@ -716,6 +789,43 @@ mod tests {
         }
         assert_eq!(r.len(), 1);
         assert_eq!(r.get(&w("x", 10, 20)), Some(&1));
+    }
+
+    #[test]
+    fn stream_time_survives_a_restore() {
+        let mut s = WindowStore::<String, i64>::default();
+        assert_eq!(s.advance(50), 50);
+        assert_eq!(s.advance(20), 50);
+        let mut ch = Vec::new();
+        s.drain_changes(&mut ch);
+        assert_eq!(
+            ch,
+            vec![(
+                Bytes::new(),
+                Some(Bytes::copy_from_slice(&50i64.to_be_bytes()))
+            )]
+        );
+        let mut r = WindowStore::<String, i64>::default();
+        for (k, v) in &ch {
+            r.restore(k, v.as_deref()).unwrap();
+        }
+        assert_eq!(
+            r.advance(10),
+            50,
+            "windows closed before the restore stay closed"
+        );
+        let mut again = Vec::new();
+        r.drain_changes(&mut again);
+        assert!(again.is_empty(), "restoring is not a change");
+        let mut b = RecordBuffer::<String, i64>::default();
+        b.advance(7);
+        let mut ch = Vec::new();
+        b.drain_changes(&mut ch);
+        let mut rb = RecordBuffer::<String, i64>::default();
+        for (k, v) in &ch {
+            rb.restore(k, v.as_deref()).unwrap();
+        }
+        assert_eq!(rb.advance(0), 7);
     }
 
     #[test]

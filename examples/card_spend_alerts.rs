@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{clock, key_per_partition, AnyResult, Env, Rng};
+use common::{check_same, clock, key_per_partition, AnyResult, Env, Rng};
 use serde::{Deserialize, Serialize};
 use strom::streams::{json_serde, Emit, StreamsBuilder, StreamsConfig, TimeWindows};
 
@@ -60,7 +60,11 @@ const MAX_DISORDER: i64 = MIN;
 const THRESHOLD_CENTS: i64 = 50_000;
 
 #[tokio::main]
-async fn main() -> AnyResult<()> {
+async fn main() -> std::process::ExitCode {
+    common::finish(run().await)
+}
+
+async fn run() -> AnyResult<()> {
     let env = Env::from_args("card_spend_alerts").await?;
     let (txns, alerts) = (env.name("card-txns"), env.name("spend-alerts"));
     let partitions = 3;
@@ -202,20 +206,7 @@ async fn main() -> AnyResult<()> {
         );
     }
 
-    if got != expected {
-        let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
-        let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-        let differ: Vec<_> = got
-            .iter()
-            .filter(|(k, v)| expected.get(*k).is_some_and(|e| e != *v))
-            .map(|(k, _)| k)
-            .collect();
-        return Err(format!(
-            "alerts differ from the direct computation: {} missing (first {:?}), {} unexpected (first {:?}), {} different (first {:?})",
-            missing.len(), missing.first(), extra.len(), extra.first(), differ.len(), differ.first()
-        )
-        .into());
-    }
+    check_same("alerts", &got, &expected)?;
     println!(
         "card_spend_alerts: {n} transactions, {} alerting windows on {} cards, all as computed directly ({} late records dropped)",
         got.len(),

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{clock, AnyResult, Env, Rng};
+use common::{check_same, clock, AnyResult, Env, Rng};
 use serde::{Deserialize, Serialize};
 use strom::streams::{json_serde, JoinWindows, StreamsBuilder, StreamsConfig};
 
@@ -74,7 +74,11 @@ const MIN: i64 = 60_000;
 const JOIN_WINDOW: i64 = 10 * MIN;
 
 #[tokio::main]
-async fn main() -> AnyResult<()> {
+async fn main() -> std::process::ExitCode {
+    common::finish(run().await)
+}
+
+async fn run() -> AnyResult<()> {
     let env = Env::from_args("orders_enrichment").await?;
     let customers = env.name("customers");
     let orders = env.name("orders");
@@ -239,26 +243,7 @@ async fn main() -> AnyResult<()> {
         .into_iter()
         .map(|(id, (c, e, _))| (id, (c, e)))
         .collect();
-    if got_plain != expected {
-        let missing: Vec<_> = expected
-            .keys()
-            .filter(|k| !got_plain.contains_key(*k))
-            .collect();
-        let extra: Vec<_> = got_plain
-            .keys()
-            .filter(|k| !expected.contains_key(*k))
-            .collect();
-        let differ: Vec<_> = got_plain
-            .iter()
-            .filter(|(k, v)| expected.get(*k).is_some_and(|e| e != *v))
-            .map(|(k, _)| k)
-            .collect();
-        return Err(format!(
-            "enriched orders differ from the direct join: {} missing (first {:?}), {} unexpected (first {:?}), {} different (first {:?})",
-            missing.len(), missing.first(), extra.len(), extra.first(), differ.len(), differ.first()
-        )
-        .into());
-    }
+    check_same("enriched orders", &got_plain, &expected)?;
     println!(
         "orders_enrichment: {ORDERS} orders, {} payments, {} paid within {} minutes, all enriched as computed directly ({} late records dropped)",
         payment_list.len(),

@@ -13,7 +13,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{clock, key_per_partition, AnyResult, Env, Rng};
+use common::{check_same, clock, key_per_partition, AnyResult, Env, Rng};
 use serde::{Deserialize, Serialize};
 use strom::streams::{json_serde, Emit, SessionWindows, StreamsBuilder, StreamsConfig, Windowed};
 
@@ -58,7 +58,11 @@ const GRACE: i64 = 5 * MIN;
 const MAX_DISORDER: i64 = 3 * MIN;
 
 #[tokio::main]
-async fn main() -> AnyResult<()> {
+async fn main() -> std::process::ExitCode {
+    common::finish(run().await)
+}
+
+async fn run() -> AnyResult<()> {
     let env = Env::from_args("page_view_sessions").await?;
     let (views, sessions) = (env.name("page-views"), env.name("user-sessions"));
     let partitions = 3;
@@ -196,20 +200,7 @@ async fn main() -> AnyResult<()> {
         );
     }
 
-    if got != expected {
-        let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
-        let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-        let differ: Vec<_> = got
-            .iter()
-            .filter(|(k, v)| expected.get(*k).is_some_and(|e| e != *v))
-            .map(|(k, _)| k)
-            .collect();
-        return Err(format!(
-            "sessions differ from the direct computation: {} missing (first {:?}), {} unexpected (first {:?}), {} with other totals (first {:?})",
-            missing.len(), missing.first(), extra.len(), extra.first(), differ.len(), differ.first()
-        )
-        .into());
-    }
+    check_same("sessions", &got, &expected)?;
     println!(
         "page_view_sessions: {n} views, {} sessions, all as computed directly ({} late records dropped)",
         got.len(),

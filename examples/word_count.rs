@@ -27,7 +27,11 @@ const WORDS: &[&str] = &[
 ];
 
 #[tokio::main]
-async fn main() -> AnyResult<()> {
+async fn main() -> std::process::ExitCode {
+    common::finish(run().await)
+}
+
+async fn run() -> AnyResult<()> {
     let env = Env::from_args("word_count").await?;
     let (lines, counts) = (env.name("text-lines"), env.name("word-counts"));
     env.create_topics(&[lines.clone(), counts.clone()], 3)

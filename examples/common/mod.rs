@@ -162,6 +162,41 @@ impl Env {
     }
 }
 
+/// Ends an example: its error, if any, as one line on stderr and a failing exit code.
+pub fn finish(r: AnyResult<()>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Compares an example's results with the direct computation over the same input: an error
+/// naming how many results are missing, unexpected or different (and the first of each).
+pub fn check_same<K: Ord + std::fmt::Debug, V: PartialEq>(
+    what: &str,
+    got: &std::collections::BTreeMap<K, V>,
+    expected: &std::collections::BTreeMap<K, V>,
+) -> AnyResult<()> {
+    if got == expected {
+        return Ok(());
+    }
+    let missing: Vec<&K> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&K> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let differ: Vec<&K> = got
+        .iter()
+        .filter(|(k, v)| expected.get(*k).is_some_and(|e| e != *v))
+        .map(|(k, _)| k)
+        .collect();
+    Err(format!(
+        "{what} differ from the direct computation: {} missing (first {:?}), {} unexpected (first {:?}), {} different (first {:?})",
+        missing.len(), missing.first(), extra.len(), extra.first(), differ.len(), differ.first()
+    )
+    .into())
+}
+
 /// A small deterministic generator (xorshift), so runs are repeatable.
 pub struct Rng(u64);
 

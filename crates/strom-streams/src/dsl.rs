@@ -405,8 +405,6 @@ impl<K: Data + Serde, V: Data + Serde> KStream<K, V> {
             &other.copartitioned(),
             Arc::new(j),
             windows,
-            false,
-            false,
         )
     }
 
@@ -427,8 +425,6 @@ impl<K: Data + Serde, V: Data + Serde> KStream<K, V> {
             &other.copartitioned(),
             Arc::new(j),
             windows,
-            true,
-            false,
         )
     }
 
@@ -449,8 +445,6 @@ impl<K: Data + Serde, V: Data + Serde> KStream<K, V> {
             &other.copartitioned(),
             Arc::new(j),
             windows,
-            true,
-            true,
         )
     }
 

@@ -188,7 +188,6 @@ pub(crate) type StoreMap = BTreeMap<String, (Arc<dyn Any + Send + Sync>, Arc<dyn
 /// Per-task context while building processors.
 pub(crate) struct BuildCx {
     pub(crate) app: Arc<str>,
-    pub(crate) partition: i32,
     pub(crate) stores: StoreMap,
 }
 

@@ -520,8 +520,6 @@ pub(crate) fn stream_join<K: Key, V1: Value, V2: Value, VR: Data>(
     right: &KStream<K, V2>,
     joiner: Joiner<V1, V2, VR>,
     w: JoinWindows,
-    _left_outer: bool,
-    _right_outer: bool,
 ) -> KStream<K, VR> {
     let g = &left.g;
     let id = g.lock().nodes.len();

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use strom_client::{
-    Admin, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, NewTopic, OffsetReset, Producer,
+    Admin, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, NewTopic, Producer,
     ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition,
 };
 use tokio::sync::watch;
@@ -212,7 +212,7 @@ impl Streams {
         });
         let (state_tx, state) = watch::channel(State::Starting);
         let (stop, stop_rx) = watch::channel(false);
-        let mut runner = Runner::new(topology, config, plan, shared.clone(), local).await?;
+        let runner = Runner::new(topology, config, plan, shared.clone(), local).await?;
         let task = tokio::spawn(async move {
             let r = runner.run(stop_rx, &state_tx).await;
             match &r {
@@ -647,7 +647,7 @@ impl Runner {
     }
 
     async fn run(
-        &mut self,
+        mut self,
         mut stop: watch::Receiver<bool>,
         state: &watch::Sender<State>,
     ) -> Result<()> {
@@ -676,11 +676,8 @@ impl Runner {
             }
         }
         self.commit().await?;
-        let consumer = std::mem::replace(
-            &mut self.consumer,
-            Consumer::new(ConsumerConfig::new(&self.config.bootstrap_servers)).await?,
-        );
-        consumer.close().await?;
+        // Leave the group now rather than after a session timeout.
+        self.consumer.close().await?;
         Ok(())
     }
 
@@ -1243,17 +1240,4 @@ fn add(a: &mut TaskMetrics, b: TaskMetrics) {
     a.processed += b.processed;
     a.late_dropped += b.late_dropped;
     a.skipped += b.skipped;
-}
-
-/// Waits for `f` with a timeout; used by examples and tests.
-#[doc(hidden)]
-pub async fn settle(d: Duration) {
-    tokio::time::sleep(d).await
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Runner>();
-    let _ = OffsetReset::Earliest;
 }

@@ -158,7 +158,6 @@ impl Topology {
             .ok_or_else(|| Error::Internal(format!("no sub-topology {sub}")))?;
         let mut bcx = BuildCx {
             app: Arc::from(app),
-            partition,
             stores: BTreeMap::new(),
         };
         let mut built: HashMap<usize, Box<dyn Inputs>> = HashMap::new();
@@ -187,7 +186,6 @@ impl Topology {
                 sources.push((t.resolve(app), *raw));
             }
         }
-        let _ = bcx.partition;
         Ok(Task {
             partition,
             sources,

@@ -84,6 +84,7 @@ impl Server {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(bin)
             .args(["server", "--listen", &addr.to_string(), "--data-dir"])
+            .env("STROM_SQL_LISTEN", "off")
             .arg(dir)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -19,5 +19,6 @@ pub use strom_streams as streams;
 pub mod bench;
 pub mod bench_client;
 pub mod bench_cluster;
+pub mod bench_nexmark;
 pub mod bench_streams;
 pub mod cli;

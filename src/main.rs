@@ -57,6 +57,13 @@ enum Command {
         #[command(subcommand)]
         what: ClusterCommand,
     },
+    /// Run SQL on a server's SQL engine: an interactive shell, or the statements of -c or -f.
+    ///
+    /// Connects to `strom server`'s SQL listener (PostgreSQL protocol). Results print as
+    /// tables on stdout; notices and errors go to stderr as one line each. Rows of a push query
+    /// print as they arrive until Ctrl-C. With -c or -f, the first error ends the command with
+    /// exit status 1; the shell goes on.
+    Sql(SqlArgs),
     /// Measure throughput against a baseline taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -295,6 +302,31 @@ enum BenchCommand {
     Replication(strom::bench_cluster::ReplicationBench),
     /// The Streams API end to end (embedded) against a hand-written loop over the same records.
     Streams(strom::bench_streams::StreamsBench),
+    /// Nexmark q0-q8 as continuous Strom SQL (embedded) against DataFusion batch runs.
+    Nexmark(strom::bench_nexmark::NexmarkBench),
+}
+
+#[derive(Debug, clap::Args)]
+struct SqlArgs {
+    /// The server's SQL listener.
+    #[arg(
+        long,
+        env = "STROM_SQL_SERVER",
+        default_value = "127.0.0.1:5433",
+        value_name = "HOST:PORT"
+    )]
+    server: String,
+    /// Run the statements of this file, one at a time.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "command"
+    )]
+    file: Option<PathBuf>,
+    /// Run these statements (sent as one query).
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    command: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -306,7 +338,7 @@ struct ServerArgs {
     /// offsets-topic-replication-factor, controller-quorum, process-roles, rack,
     /// broker-session-timeout-ms, broker-heartbeat-interval-ms, replica-lag-time-max-ms,
     /// replica-fetch-wait-max-ms, leader-imbalance-check-interval-ms,
-    /// controller-raft-heartbeat-ms, and a [log] table of topic config defaults).
+    /// controller-raft-heartbeat-ms, sql-listen, and a [log] table of topic config defaults).
     #[arg(long, env = "STROM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:9092].
@@ -367,6 +399,10 @@ struct ServerArgs {
     /// broker.rack: replicas of a partition are spread over racks.
     #[arg(long, env = "STROM_RACK")]
     rack: Option<String>,
+    /// Address of the SQL listener (PostgreSQL protocol; `strom sql`, psql), or `off`
+    /// [default: 127.0.0.1:5433].
+    #[arg(long, env = "STROM_SQL_LISTEN", value_name = "HOST:PORT|off")]
+    sql_listen: Option<String>,
 }
 
 impl ServerArgs {
@@ -407,6 +443,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.rack {
             c.rack = Some(v);
+        }
+        if let Some(v) = self.sql_listen {
+            c.sql_listen = v;
         }
         let mut log = |k: &str, v: Option<String>| {
             if let Some(v) = v {
@@ -458,11 +497,86 @@ fn run_server(args: ServerArgs) -> Result<(), String> {
             data_dir = %data_dir.display(),
             "strom broker ready"
         );
+        // Bound now, so that a taken port fails the start as the Kafka one does; served once
+        // the engine has connected to this broker, which needs the broker serving first.
+        let sql_listener = match broker
+            .config()
+            .sql_listen_addr()
+            .map_err(|e| e.to_string())?
+        {
+            Some(sql_addr) => Some(
+                tokio::net::TcpListener::bind(sql_addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {sql_addr} (sql-listen): {e}"))?,
+            ),
+            None => None,
+        };
+        let (stop_sql, sql_stopping) = tokio::sync::watch::channel(false);
+        let sql = sql_listener
+            .map(|listener| tokio::spawn(run_sql(listener, local_bootstrap(addr), sql_stopping)));
         server
-            .run(shutdown_signal())
+            .run(async move {
+                shutdown_signal().await;
+                // The engine commits its queries' progress through the broker: it stops first.
+                let _ = stop_sql.send(true);
+                if let Some(sql) = sql {
+                    let limit = std::time::Duration::from_secs(10);
+                    if tokio::time::timeout(limit, sql).await.is_err() {
+                        tracing::warn!("strom sql did not stop within 10 s");
+                    }
+                }
+            })
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// Where the SQL engine finds this broker: its own listener (on loopback if it listens on all
+/// addresses).
+fn local_bootstrap(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, addr.port()).to_string()
+}
+
+/// Starts the SQL engine on this broker (retrying while the cluster is not ready for it), then
+/// serves it on `listener` until `stop` turns true, and stops the engine.
+async fn run_sql(
+    listener: tokio::net::TcpListener,
+    bootstrap: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        // A dropped sender means the server is going away too.
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    let mut delay = std::time::Duration::from_millis(500);
+    let engine = loop {
+        let config = strom_sql::EngineConfig::new(bootstrap.clone());
+        tokio::select! {
+            started = strom_sql::Engine::start(config) => match started {
+                Ok(engine) => break engine,
+                Err(e) => tracing::warn!("strom sql: the engine did not start: {e}; retrying in {delay:?}"),
+            },
+            () = stopped(stop.clone()) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(stop.clone()) => return,
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    };
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "strom sql ready"),
+        Err(_) => tracing::info!("strom sql ready"),
+    }
+    if let Err(e) = strom_sql::pg::serve(engine.clone(), listener, stopped(stop)).await {
+        tracing::error!("strom sql: {e}");
+    }
+    engine.shutdown().await;
 }
 
 fn group_command(what: GroupCommand) -> Result<cli::group::GroupCommand, String> {
@@ -612,6 +726,14 @@ fn main() -> ExitCode {
     }));
     let result = match cli.command {
         Command::Server(args) => run_server(*args),
+        // Prints its own errors: `ERROR: ...` from the server is not a `strom:` error.
+        Command::Sql(a) => {
+            return cli::sql::run(cli::sql::SqlOptions {
+                server: a.server,
+                file: a.file,
+                command: a.command,
+            })
+        }
         Command::Topic { brokers, what } => {
             cli::block_on(cli::topic::run(&brokers.brokers, topic_command(what)))
         }
@@ -668,6 +790,14 @@ fn main() -> ExitCode {
             what: BenchCommand::Streams(b),
         } => cli::block_on(async move {
             strom::bench_streams::run(b)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+        Command::Bench {
+            what: BenchCommand::Nexmark(b),
+        } => cli::block_on(async move {
+            strom::bench_nexmark::run(b)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -129,6 +129,7 @@ impl ChildBroker {
         let child = Command::new(bin)
             .args(["server", "--listen", &addr.to_string(), "--data-dir"])
             .arg(&data)
+            .env("STROM_SQL_LISTEN", "off")
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -280,6 +280,10 @@ fn server_args(p: &Ports, plan: &[Ports], data_dir: &str) -> Vec<String> {
         quorum(plan),
         "--default-replication-factor".into(),
         replication_factor.to_string(),
+        // Every node's engine would run the same persistent queries, and their SQL ports would
+        // collide: a local cluster has no SQL listener.
+        "--sql-listen".into(),
+        "off".into(),
     ]
 }
 
@@ -699,11 +703,16 @@ mod tests {
                 "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293",
                 "--default-replication-factor",
                 "3",
+                "--sql-listen",
+                "off",
             ]
         );
         let rf = |n| {
             let p = plan(n, 9092).unwrap();
-            server_args(&p[0], &p, "/d").last().cloned()
+            let args = server_args(&p[0], &p, "/d");
+            args.iter()
+                .position(|a| a == "--default-replication-factor")
+                .map(|i| args[i + 1].clone())
         };
         assert_eq!(rf(1).as_deref(), Some("1"));
         assert_eq!(rf(2).as_deref(), Some("2"));

@@ -1,5 +1,6 @@
 //! The client commands of the `strom` binary: `topic`, `produce`, `consume`, `group` and
-//! `cluster`, built on [`strom_client`] so they work against any Kafka-protocol cluster.
+//! `cluster`, built on [`strom_client`] so they work against any Kafka-protocol cluster, and
+//! `sql`, a PostgreSQL-protocol client of `strom server`'s SQL listener.
 //!
 //! Each module has one `run` function taking plain options (the clap definitions live in
 //! `main.rs`). Every failure comes back as one line of text, which `main` prints after
@@ -10,6 +11,7 @@ pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod sql;
 pub mod topic;
 
 use std::future::Future;

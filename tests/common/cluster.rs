@@ -212,6 +212,7 @@ impl TestCluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--controller-quorum", &quorum])
+            .env("STROM_SQL_LISTEN", "off")
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")

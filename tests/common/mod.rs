@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 pub mod cluster;
 pub mod kafka;
 pub mod proxy;
+pub mod sql;
 
 /// As in the `strom` binary: hostile element counts must not abort the in-process broker.
 #[global_allocator]
@@ -113,13 +114,15 @@ impl BrokerProcess {
     }
 
     /// As [`start`](Self::start), with `strom server` flags added (for example
-    /// `["--config", "FILE.toml"]` to lower the group session or rebalance timers).
+    /// `["--config", "FILE.toml"]` to lower the group session or rebalance timers). The SQL
+    /// listener is off unless `extra` has `--sql-listen`.
     pub fn start_with_args(dir: &Path, port: u16, extra: &[&std::ffi::OsStr]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(strom_bin())
             .args(["server", "--listen", &addr.to_string(), "--data-dir"])
             .arg(dir)
             .args(extra)
+            .env("STROM_SQL_LISTEN", "off")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

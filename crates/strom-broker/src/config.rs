@@ -11,6 +11,7 @@
 //! max-request-size = 104857600
 //!
 //! group-initial-rebalance-delay-ms = 3000
+//! sql-listen = "127.0.0.1:5433"   # or "off"
 //!
 //! [log]               # topic config defaults, Kafka's names
 //! "retention.ms" = "604800000"
@@ -83,6 +84,9 @@ pub struct BrokerConfig {
     pub leader_imbalance_check_interval_ms: u64,
     /// Raft heartbeat interval of the metadata quorum; elections take 4-8 of these.
     pub controller_raft_heartbeat_ms: u64,
+    /// Address of `strom server`'s SQL listener (PostgreSQL protocol), or `off`. The broker
+    /// itself does not use it; see [`BrokerConfig::sql_listen_addr`].
+    pub sql_listen: String,
 }
 
 impl Default for BrokerConfig {
@@ -113,6 +117,7 @@ impl Default for BrokerConfig {
             replica_fetch_wait_max_ms: 500,
             leader_imbalance_check_interval_ms: 300_000,
             controller_raft_heartbeat_ms: 100,
+            sql_listen: "127.0.0.1:5433".into(),
         }
     }
 }
@@ -150,6 +155,19 @@ impl BrokerConfig {
                 Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
             }
         }
+    }
+
+    /// Where the SQL listener binds: `None` when `sql-listen` is `off`.
+    pub fn sql_listen_addr(&self) -> Result<Option<SocketAddr>> {
+        if self.sql_listen.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.sql_listen.trim().parse().map(Some).map_err(|_| {
+            Error::Config(format!(
+                "sql-listen must be IP:PORT or off, got {:?}",
+                self.sql_listen
+            ))
+        })
     }
 
     /// Checks every value; the message names the setting.
@@ -226,6 +244,7 @@ impl BrokerConfig {
         }
         self.log_defaults()?;
         self.advertised_host_port()?;
+        self.sql_listen_addr()?;
         Ok(())
     }
 
@@ -268,5 +287,26 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn sql_listen_is_an_address_or_off() {
+        let c: BrokerConfig = toml::from_str("sql-listen = \"0.0.0.0:15433\"").unwrap();
+        assert_eq!(
+            c.sql_listen_addr().unwrap(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 15433)))
+        );
+        let c: BrokerConfig = toml::from_str("sql-listen = \"off\"").unwrap();
+        assert_eq!(c.sql_listen_addr().unwrap(), None);
+        assert_eq!(
+            BrokerConfig::default().sql_listen_addr().unwrap(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5433)))
+        );
+        let c = BrokerConfig {
+            sql_listen: "localhost".into(),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sql-listen"), "{e}");
     }
 }

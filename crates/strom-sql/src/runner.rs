@@ -1,0 +1,601 @@
+//! Running a continuous query: consume, decode, process, write, commit.
+//!
+//! The loop polls the query's stream topics as a member of the consumer group
+//! `_strom_sql_<id>`, turns each poll into one micro-batch per input, runs the [`Pipeline`],
+//! and writes its rows. Every commit interval it makes the work durable in this order: output
+//! rows and late rows acknowledged, the aggregation's changed groups written to the query's
+//! compacted state topic `_strom_sql_<id>_state`, then input offsets committed. A restarted
+//! query reads its state topic back and resumes from the committed offsets, so no window loses
+//! rows and none is emitted twice unless the server died between two commits
+//! (at-least-once).
+//!
+//! Tables joined by the query are read from their beginning by a second consumer, before the
+//! first micro-batch and then between batches, and kept as the latest row per key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+use strom_client::{
+    Admin, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset, OffsetSpec, Producer,
+    ProducerRecord, TopicPartition,
+};
+use tokio::sync::watch;
+
+use crate::catalog::SourceDef;
+use crate::continuous::Pipeline;
+use crate::format::{self, Decoder, Format, Rec};
+use crate::sink::{ParquetSink, ParquetSpec};
+use crate::window::WINDOW_END;
+use crate::{Result, SqlError};
+
+/// Counters of a running query.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Input records processed.
+    pub records_in: AtomicU64,
+    /// Rows written.
+    pub rows_out: AtomicU64,
+    /// Late rows.
+    pub late: AtomicU64,
+    /// Records that could not be decoded.
+    pub bad: AtomicU64,
+    failed: Mutex<Option<String>>,
+}
+
+impl Stats {
+    /// `RUNNING` or `FAILED: why`.
+    pub fn state(&self) -> String {
+        match &*self.failed.lock() {
+            Some(e) => format!("FAILED: {e}"),
+            None => "RUNNING".into(),
+        }
+    }
+}
+
+/// What a query runs with.
+pub struct QueryCtx {
+    /// Its id.
+    pub id: String,
+    /// The cluster.
+    pub bootstrap: String,
+    /// Admin client.
+    pub admin: Arc<Admin>,
+    /// Shared producer.
+    pub producer: Arc<Producer>,
+    /// Commit interval.
+    pub commit_interval: Duration,
+    /// Persistent (group, commits, state) or a push query (from the end, nothing kept).
+    pub persistent: bool,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Where late rows go.
+    pub late_topic: Option<String>,
+}
+
+/// Where rows go.
+pub enum SinkSpec {
+    /// A stream's (or table's) topic.
+    Topic(Arc<SourceDef>),
+    /// Parquet files.
+    Parquet(ParquetSpec),
+    /// A client's push query.
+    Channel(tokio::sync::mpsc::Sender<Result<RecordBatch>>),
+}
+
+/// The consumer group of query `id`.
+pub fn group_of(id: &str) -> String {
+    format!("_strom_sql_{id}")
+}
+
+fn state_topic(id: &str) -> String {
+    format!("_strom_sql_{id}_state")
+}
+
+/// Output columns that form the record key: the `GROUP BY` columns (other than the window's)
+/// that the output keeps under their names.
+pub fn key_columns(p: &Pipeline) -> Vec<usize> {
+    let Some((state, _, _)) = &p.agg else { return Vec::new() };
+    let names = state.group_names();
+    p.schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            names.iter().any(|n| n == f.name()) && f.name() != WINDOW_END && f.name() != crate::window::WINDOW_START
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Runs the query until `stop` says so or it fails (the failure is kept in its stats).
+pub async fn run(ctx: QueryCtx, pipeline: Pipeline, sink: SinkSpec, stop: watch::Receiver<bool>) {
+    let stats = ctx.stats.clone();
+    let id = ctx.id.clone();
+    if let Err(e) = run_inner(ctx, pipeline, sink, stop).await {
+        tracing::warn!(query = %id, error = %e, "continuous query failed");
+        *stats.failed.lock() = Some(e.to_string());
+    }
+}
+
+struct TableInput {
+    idx: usize,
+    consumer: Consumer,
+    decoder: Decoder,
+    key_col: usize,
+    batches: Vec<RecordBatch>,
+    latest: HashMap<String, (usize, usize)>,
+    changed: bool,
+}
+
+impl TableInput {
+    fn apply(&mut self, recs: &[ConsumerRecord]) -> Result<()> {
+        for r in recs {
+            match &r.value {
+                None => {
+                    if let Some(k) = &r.key {
+                        self.changed |= self.latest.remove(String::from_utf8_lossy(k).as_ref()).is_some();
+                    }
+                }
+                Some(v) => {
+                    let (b, _) = self.decoder.decode(&[Rec {
+                        value: v,
+                        partition: r.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                    }])?;
+                    if b.num_rows() == 1 {
+                        let fmt = arrow::util::display::ArrayFormatter::try_new(
+                            b.column(self.key_col).as_ref(),
+                            &Default::default(),
+                        )?;
+                        let key = fmt.value(0).to_string();
+                        drop(fmt);
+                        self.batches.push(b);
+                        self.latest.insert(key, (self.batches.len() - 1, 0));
+                        self.changed = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<Vec<RecordBatch>>> {
+        if !self.changed {
+            return Ok(None);
+        }
+        self.changed = false;
+        let schema = self.decoder.schema().clone();
+        if self.latest.is_empty() {
+            self.batches.clear();
+            return Ok(Some(Vec::new()));
+        }
+        let mut idx: Vec<(usize, usize)> = self.latest.values().copied().collect();
+        idx.sort_unstable();
+        let cols: Vec<ArrayRef> = (0..schema.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+                arrow::compute::interleave(&arrays, &idx)
+            })
+            .collect::<Result<_, _>>()?;
+        let snap = RecordBatch::try_new(schema, cols)?;
+        // Keep only the live rows from now on.
+        self.batches = vec![snap.clone()];
+        let keys: Vec<String> = {
+            let fmt = arrow::util::display::ArrayFormatter::try_new(snap.column(self.key_col).as_ref(), &Default::default())?;
+            (0..snap.num_rows()).map(|i| fmt.value(i).to_string()).collect()
+        };
+        self.latest = keys.into_iter().enumerate().map(|(i, k)| (k, (0, i))).collect();
+        Ok(Some(vec![snap]))
+    }
+}
+
+async fn open_table(bootstrap: &str, admin: &Admin, idx: usize, def: &SourceDef) -> Result<TableInput> {
+    let schema = def.schema()?;
+    let decoder = Decoder::new(def.format()?, schema)?;
+    let key = def.key.clone().ok_or_else(|| SqlError::Internal("table without key".into()))?;
+    let key_col = decoder.schema().index_of(&key)?;
+    let mut consumer = Consumer::new(ConsumerConfig::new(bootstrap)).await?;
+    let ends = admin.list_offsets(std::slice::from_ref(&def.topic), OffsetSpec::Latest).await?;
+    let tps: Vec<TopicPartition> = ends.keys().cloned().collect();
+    consumer.assign(&tps)?;
+    consumer.seek_to_beginning(&tps)?;
+    let mut t = TableInput {
+        idx,
+        consumer,
+        decoder,
+        key_col,
+        batches: Vec::new(),
+        latest: HashMap::new(),
+        changed: true,
+    };
+    // Read what the table holds now before the first stream record is joined.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let caught_up = ends
+            .iter()
+            .all(|(tp, &end)| t.consumer.position(tp).unwrap_or(0) >= end);
+        if caught_up || Instant::now() > deadline {
+            break;
+        }
+        let recs = t.consumer.poll(Duration::from_millis(100)).await?;
+        t.apply(&recs)?;
+    }
+    Ok(t)
+}
+
+enum Sink {
+    Topic {
+        def: Arc<SourceDef>,
+        format: Format,
+        schema: SchemaRef,
+        key_cols: Vec<usize>,
+        pending: Vec<DeliveryFuture>,
+    },
+    Parquet(ParquetSink),
+    Channel(tokio::sync::mpsc::Sender<Result<RecordBatch>>),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Per-row record timestamps: `window_end - 1` for window results, else the row's own time
+/// column if it kept one, else `fallback`.
+fn row_times(batch: &RecordBatch, time_cols: &[String], fallback: i64) -> Vec<i64> {
+    let schema = batch.schema();
+    if schema.index_of(WINDOW_END).is_ok() {
+        if let Ok(t) = crate::window::times(batch, WINDOW_END) {
+            return t.iter().map(|v| v.map_or(fallback, |v| v - 1)).collect();
+        }
+    }
+    for c in time_cols {
+        if schema.field_with_name(c).is_ok_and(|f| matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..))) {
+            if let Ok(t) = crate::window::times(batch, c) {
+                return t.iter().map(|v| v.unwrap_or(fallback)).collect();
+            }
+        }
+    }
+    vec![fallback; batch.num_rows()]
+}
+
+/// Record keys: one column's text, or a JSON object of several.
+fn row_keys(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<Option<Vec<u8>>>> {
+    match cols {
+        [] => Ok(vec![None; batch.num_rows()]),
+        [c] => {
+            let fmt = arrow::util::display::ArrayFormatter::try_new(batch.column(*c).as_ref(), &Default::default())?;
+            Ok((0..batch.num_rows()).map(|i| Some(fmt.value(i).to_string().into_bytes())).collect())
+        }
+        many => {
+            let proj = batch.project(many)?;
+            Ok(format::encode(Format::Json, &proj)?.into_iter().map(Some).collect())
+        }
+    }
+}
+
+impl Sink {
+    async fn write(&mut self, producer: &Producer, batch: RecordBatch, time_cols: &[String], now: i64) -> Result<()> {
+        match self {
+            Sink::Topic { def, format, schema, key_cols, pending } => {
+                // Columns by position, cast to the stream's declared types.
+                let cols: Vec<ArrayRef> = batch
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(c.clone())
+                        } else {
+                            arrow::compute::cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<Result<_, _>>()?;
+                let batch = RecordBatch::try_new(schema.clone(), cols)?;
+                let values = format::encode(*format, &batch)?;
+                let keys = row_keys(&batch, key_cols)?;
+                let times = row_times(&batch, time_cols, now);
+                for ((v, k), t) in values.into_iter().zip(keys).zip(times) {
+                    let mut r = ProducerRecord::new(def.topic.clone(), v).timestamp(t);
+                    r.key = k.map(Into::into);
+                    pending.push(producer.send(r).await?);
+                }
+                if pending.len() > 50_000 {
+                    for f in pending.drain(..) {
+                        f.await?;
+                    }
+                }
+                Ok(())
+            }
+            Sink::Parquet(p) => p.write(&batch),
+            Sink::Channel(tx) => tx
+                .send(Ok(batch))
+                .await
+                .map_err(|_| SqlError::Statement("the client went away".into())),
+        }
+    }
+
+    /// Makes everything written so far durable; `false` if the sink cannot yet (an open file).
+    async fn checkpoint(&mut self, closing: bool) -> Result<bool> {
+        match self {
+            Sink::Topic { pending, .. } => {
+                for f in pending.drain(..) {
+                    f.await?;
+                }
+                Ok(true)
+            }
+            Sink::Parquet(p) => p.checkpoint(closing),
+            Sink::Channel(_) => Ok(true),
+        }
+    }
+}
+
+async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: watch::Receiver<bool>) -> Result<()> {
+    // Decoders per stream input; table inputs get their own consumers.
+    let mut decoders: Vec<Option<Decoder>> = Vec::new();
+    let mut tables = Vec::new();
+    let mut topics: Vec<String> = Vec::new();
+    for (i, input) in p.inputs.iter().enumerate() {
+        if input.slot.binding.table {
+            tables.push(open_table(&ctx.bootstrap, &ctx.admin, i, &input.def).await?);
+            decoders.push(None);
+        } else {
+            decoders.push(Some(Decoder::new(input.def.format()?, input.def.schema()?)?));
+            if !topics.contains(&input.def.topic) {
+                topics.push(input.def.topic.clone());
+            }
+        }
+    }
+    let time_cols: Vec<String> = p
+        .inputs
+        .iter()
+        .map(|i| match &i.slot.binding.window {
+            Some(w) => w.time_col.clone(),
+            None => i.def.time_column().to_string(),
+        })
+        .collect();
+    let mut sink = match sink {
+        SinkSpec::Topic(def) => Sink::Topic {
+            format: def.format()?,
+            schema: def.schema()?,
+            key_cols: match &def.key {
+                Some(k) => def.schema()?.index_of(k).map(|i| vec![i]).unwrap_or_default(),
+                None => key_columns(&p),
+            },
+            def,
+            pending: Vec::new(),
+        },
+        SinkSpec::Parquet(spec) => Sink::Parquet(ParquetSink::new(spec, &ctx.id)),
+        SinkSpec::Channel(tx) => Sink::Channel(tx),
+    };
+    let mut config = ConsumerConfig::new(&ctx.bootstrap).auto_commit(false);
+    // Micro-batches of a few thousand records amortise each run of the plan.
+    config.max_poll_records = 5000;
+    if ctx.persistent {
+        config = config.group_id(group_of(&ctx.id)).offset_reset(OffsetReset::Earliest);
+    }
+    let mut consumer = Consumer::new(config).await?;
+    if ctx.persistent {
+        consumer.subscribe(&topics)?;
+    } else {
+        let mut tps = Vec::new();
+        for t in &topics {
+            for part in ctx.admin.describe_topic(t).await?.partitions.iter() {
+                tps.push(TopicPartition::new(t.clone(), part.partition));
+            }
+        }
+        consumer.assign(&tps)?;
+        consumer.seek_to_end(&tps)?;
+    }
+    // Event time per input, and the restored watermark.
+    let mut max_ts: Vec<Option<i64>> = vec![None; p.inputs.len()];
+    let mut floor = i64::MIN;
+    let persist_state = ctx.persistent && p.agg.is_some();
+    if persist_state {
+        floor = restore(&ctx, &mut p).await?;
+    }
+    let watermark = |max_ts: &[Option<i64>], p: &Pipeline, floor: i64| -> i64 {
+        let mut w: Option<i64> = None;
+        for (i, m) in max_ts.iter().enumerate() {
+            if p.inputs[i].slot.binding.table {
+                continue;
+            }
+            if let Some(m) = m {
+                let v = m.saturating_sub(p.inputs[i].def.watermark_delay_ms);
+                w = Some(w.map_or(v, |w: i64| w.min(v)));
+            }
+        }
+        w.unwrap_or(i64::MIN).max(floor)
+    };
+    let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let mut last_commit = Instant::now();
+    let mut dirty = false;
+    loop {
+        let recs = tokio::select! {
+            _ = stop.changed() => break,
+            r = consumer.poll(Duration::from_millis(100)) => r?,
+        };
+        if let Sink::Channel(tx) = &sink {
+            if tx.is_closed() {
+                break;
+            }
+        }
+        for t in tables.iter_mut() {
+            let more = t.consumer.poll(Duration::from_millis(0)).await?;
+            t.apply(&more)?;
+        }
+        let mut fresh: Vec<Option<Vec<RecordBatch>>> = vec![None; p.inputs.len()];
+        for t in tables.iter_mut() {
+            fresh[t.idx] = t.snapshot()?;
+        }
+        if !recs.is_empty() {
+            dirty = true;
+            ctx.stats.records_in.fetch_add(recs.len() as u64, Ordering::Relaxed);
+            for r in &recs {
+                positions.insert(TopicPartition::new(r.topic.clone(), r.partition), r.offset + 1);
+            }
+        }
+        let before = watermark(&max_ts, &p, floor);
+        for (i, input) in p.inputs.iter().enumerate() {
+            let Some(dec) = &decoders[i] else { continue };
+            let mine: Vec<Rec<'_>> = recs
+                .iter()
+                .filter(|r| r.topic == input.def.topic)
+                .filter_map(|r| {
+                    r.value.as_ref().map(|v| Rec {
+                        value: v,
+                        partition: r.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                    })
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let (b, bad) = dec.decode(&mine)?;
+            ctx.stats.bad.fetch_add(bad, Ordering::Relaxed);
+            let b = match &input.slot.binding.window {
+                Some(w) => w.assign(&b, &input.slot.schema)?,
+                None => b,
+            };
+            if let Ok(t) = crate::window::times(&b, &time_cols[i]) {
+                if let Some(m) = arrow::compute::max(&t) {
+                    max_ts[i] = Some(max_ts[i].map_or(m, |x| x.max(m)));
+                }
+            }
+            fresh[i] = Some(vec![b]);
+        }
+        let after = watermark(&max_ts, &p, floor);
+        if fresh.iter().any(Option::is_some) || after > before {
+            let out = p.process(fresh, before, after).await?;
+            let now = now_ms();
+            for b in out {
+                ctx.stats.rows_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                sink.write(&ctx.producer, b, &time_cols, now).await?;
+            }
+            if p.late > 0 {
+                ctx.stats.late.fetch_add(p.late, Ordering::Relaxed);
+                p.late = 0;
+                let late = std::mem::take(&mut p.late_rows);
+                if let Some(topic) = &ctx.late_topic {
+                    for b in late {
+                        for v in format::encode(Format::Json, &b)? {
+                            ctx.producer.send(ProducerRecord::new(topic.clone(), v)).await?;
+                        }
+                    }
+                }
+            }
+        }
+        if ctx.persistent && dirty && last_commit.elapsed() >= ctx.commit_interval {
+            let w = watermark(&max_ts, &p, floor);
+            if commit(&ctx, &mut p, &mut sink, &mut consumer, &positions, w, false).await? {
+                dirty = false;
+                last_commit = Instant::now();
+            }
+        }
+    }
+    if ctx.persistent {
+        let w = watermark(&max_ts, &p, floor);
+        commit(&ctx, &mut p, &mut sink, &mut consumer, &positions, w, true).await?;
+    }
+    let _ = consumer.close().await;
+    Ok(())
+}
+
+/// Output, then state, then offsets. Returns whether the offsets were committed.
+async fn commit(
+    ctx: &QueryCtx,
+    p: &mut Pipeline,
+    sink: &mut Sink,
+    consumer: &mut Consumer,
+    positions: &BTreeMap<TopicPartition, i64>,
+    watermark: i64,
+    closing: bool,
+) -> Result<bool> {
+    if !sink.checkpoint(closing).await? {
+        return Ok(false);
+    }
+    if let Some((state, _, _)) = &mut p.agg {
+        let topic = state_topic(&ctx.id);
+        let changed: Vec<_> = state.changed.drain().collect();
+        let mut acks = Vec::with_capacity(changed.len() + 1);
+        for k in changed {
+            let key = crate::agg::AggState::encode_key(&k);
+            let mut r = ProducerRecord::new(topic.clone(), Vec::new()).key(key);
+            r.value = state.encode_state(&k)?.map(Into::into);
+            acks.push(ctx.producer.send(r).await?);
+        }
+        acks.push(
+            ctx.producer
+                .send(ProducerRecord::new(topic, watermark.to_be_bytes().to_vec()).key(Vec::new()))
+                .await?,
+        );
+        for a in acks {
+            a.await?;
+        }
+    }
+    if !positions.is_empty() {
+        consumer.commit_offsets(positions).await?;
+    }
+    Ok(true)
+}
+
+/// Reads the query's state topic back; returns the watermark it had.
+async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
+    let topic = state_topic(&ctx.id);
+    let admin = &ctx.admin;
+    if admin.describe_topic(&topic).await.is_err() {
+        let t = strom_client::NewTopic::new(topic.clone(), 1).config("cleanup.policy", "compact");
+        if let Err(e) = admin.create_topics(&[t]).await {
+            if !e.to_string().to_lowercase().contains("already exists") {
+                return Err(e.into());
+            }
+        }
+        return Ok(i64::MIN);
+    }
+    let ends = admin.list_offsets(std::slice::from_ref(&topic), OffsetSpec::Latest).await?;
+    let tp = TopicPartition::new(topic, 0);
+    let end = ends.get(&tp).copied().unwrap_or(0);
+    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    if end > 0 {
+        let mut c = Consumer::new(ConsumerConfig::new(&ctx.bootstrap)).await?;
+        c.assign(std::slice::from_ref(&tp))?;
+        c.seek_to_beginning(std::slice::from_ref(&tp))?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut last_progress = Instant::now();
+        while c.position(&tp).unwrap_or(0) < end && Instant::now() < deadline {
+            let recs = c.poll(Duration::from_millis(200)).await?;
+            if !recs.is_empty() {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            for r in recs {
+                latest.insert(r.key.map(|k| k.to_vec()).unwrap_or_default(), r.value.map(|v| v.to_vec()));
+            }
+        }
+        let _ = c.close().await;
+    }
+    let mut watermark = i64::MIN;
+    let Some((state, _, _)) = &mut p.agg else { return Ok(watermark) };
+    for (k, v) in latest {
+        let Some(v) = v else { continue };
+        if k.is_empty() {
+            if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                watermark = i64::from_be_bytes(b);
+            }
+            continue;
+        }
+        state.restore(&k, &v)?;
+    }
+    Ok(watermark)
+}

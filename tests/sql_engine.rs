@@ -1,0 +1,161 @@
+//! The SQL engine against a real broker over TCP (in this process): DDL, ad-hoc queries over
+//! history with pushdown, windowed continuous queries with late records, and a persistent query
+//! surviving an engine restart with its window state.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestBroker;
+use strom::client::{Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+use strom_sql::{Engine, EngineConfig, Output};
+
+async fn engine(bootstrap: &str) -> std::sync::Arc<Engine> {
+    let mut c = EngineConfig::new(bootstrap);
+    c.commit_interval = Duration::from_millis(100);
+    Engine::start(c).await.unwrap()
+}
+
+async fn exec(e: &Engine, sql: &str) -> Vec<Output> {
+    match e.execute(sql).await {
+        Ok(o) => o,
+        Err(err) => panic!("{sql}: {err}"),
+    }
+}
+
+/// Rows of the last statement as `col=value` text lines.
+async fn rows(e: &Engine, sql: &str) -> Vec<String> {
+    let mut out = exec(e, sql).await;
+    let Some(Output::Rows { batches, .. }) = out.pop() else { panic!("no rows: {sql}") };
+    let mut lines = Vec::new();
+    for b in batches {
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| strom_sql::datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &Default::default()).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .schema()
+                .fields()
+                .iter()
+                .zip(&fmts)
+                .map(|(f, fm)| format!("{}={}", f.name(), fm.value(r)))
+                .collect();
+            lines.push(cells.join(" "));
+        }
+    }
+    lines
+}
+
+async fn produce(bootstrap: &str, topic: &str, recs: &[(i64, &str)]) {
+    let p = Producer::new(ProducerConfig::new(bootstrap)).await.unwrap();
+    for (ts, v) in recs {
+        p.send(ProducerRecord::new(topic, v.to_string()).timestamp(*ts)).await.unwrap().await.unwrap();
+    }
+    p.close().await.unwrap();
+}
+
+async fn read_topic(bootstrap: &str, topic: &str, want: usize) -> Vec<String> {
+    let mut c = Consumer::new(ConsumerConfig::new(bootstrap)).await.unwrap();
+    let tp = TopicPartition::new(topic, 0);
+    c.assign(std::slice::from_ref(&tp)).unwrap();
+    c.seek_to_beginning(std::slice::from_ref(&tp)).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while out.len() < want && Instant::now() < deadline {
+        for r in c.poll(Duration::from_millis(100)).await.unwrap() {
+            out.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"null")).into_owned());
+        }
+    }
+    // Anything extra shows up within a moment.
+    for r in c.poll(Duration::from_millis(300)).await.unwrap() {
+        out.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"null")).into_owned());
+    }
+    out
+}
+
+const MIN: i64 = 60_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_adhoc_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path(), |_| {}).await;
+    let bs = broker.bootstrap();
+    let e = engine(&bs).await;
+    exec(&e, "CREATE STREAM orders (id BIGINT, amount DOUBLE, ts TIMESTAMP) WITH (topic='orders', timestamp='ts', partitions=2)").await;
+    produce(
+        &bs,
+        "orders",
+        &[
+            (1000, r#"{"id":1,"amount":10.5,"ts":1000}"#),
+            (2000, r#"{"id":2,"amount":20,"ts":2000}"#),
+            (3000, r#"{"id":3,"amount":30,"ts":3000}"#),
+            (4000, "not json"),
+        ],
+    )
+    .await;
+    let got = rows(&e, "SELECT count(*) AS n, sum(amount) AS s FROM orders").await;
+    assert_eq!(got, vec!["n=3 s=60.5"]);
+    let got = rows(&e, "SELECT id FROM orders WHERE _timestamp >= TIMESTAMP '1970-01-01 00:00:02' ORDER BY id").await;
+    assert_eq!(got, vec!["id=2", "id=3"]);
+    let got = rows(&e, "SHOW STREAMS").await;
+    assert!(got[0].starts_with("name=orders topic=orders format=json"), "{got:?}");
+    let err = e.execute("SELECT amout FROM orders").await.unwrap_err().to_string();
+    assert_eq!(err, "unknown column `amout` at line 1, column 8; did you mean `amount`?");
+    let err = e.execute("SELECT * FROM order").await.unwrap_err().to_string();
+    assert!(err.contains("unknown stream or table `order`") && err.contains("did you mean `orders`"), "{err}");
+    let err = e.execute("CREATE STREAM x (a INT) WITH (topik='x')").await.unwrap_err().to_string();
+    assert!(err.contains("did you mean `topic`"), "{err}");
+    let err = e.execute("CREATE STREAM o2 AS SELECT * FROM orders ORDER BY id").await.unwrap_err().to_string();
+    assert!(err.starts_with("not supported: ORDER BY"), "{err}");
+    e.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tumbling_counts_with_late_records_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path(), |_| {}).await;
+    let bs = broker.bootstrap();
+    let e = engine(&bs).await;
+    exec(
+        &e,
+        "CREATE STREAM clicks (user_id VARCHAR, ts TIMESTAMP) WITH (topic='clicks', timestamp='ts', partitions=1);
+         CREATE STREAM counts WITH (topic='counts', late_topic='counts_late') AS
+           SELECT window_start, user_id, count(*) AS n
+           FROM TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '1' MINUTE)
+           GROUP BY window_start, window_end, user_id",
+    )
+    .await;
+    let click = |u: &str, t: i64| format!(r#"{{"user_id":"{u}","ts":{t}}}"#);
+    let first = [click("a", 1000), click("b", 2000), click("a", 59_000), click("a", MIN + 1)];
+    let recs: Vec<(i64, &str)> = first.iter().map(|s| (0, s.as_str())).collect();
+    produce(&bs, "clicks", &recs).await;
+    let out = read_topic(&bs, "counts", 2).await;
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.contains(&r#"{"window_start":"1970-01-01T00:00:00","user_id":"a","n":2}"#.to_string()), "{out:?}");
+    // Let the query commit its state, then restart the engine mid-window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e.shutdown().await;
+    drop(e);
+    let e = engine(&bs).await;
+    assert_eq!(e.queries().len(), 1);
+    let second = [click("a", MIN + 2), click("b", 500), click("a", 3 * MIN)];
+    let recs: Vec<(i64, &str)> = second.iter().map(|s| (0, s.as_str())).collect();
+    produce(&bs, "clicks", &recs).await;
+    let out = read_topic(&bs, "counts", 3).await;
+    assert_eq!(out.len(), 3, "{out:?}");
+    // The second minute counts the record from before the restart too.
+    assert_eq!(out[2], r#"{"window_start":"1970-01-01T00:01:00","user_id":"a","n":2}"#);
+    let late = read_topic(&bs, "counts_late", 1).await;
+    assert_eq!(late.len(), 1, "{late:?}");
+    let q = &e.queries()[0];
+    assert_eq!(q.late, 1);
+    exec(&e, &format!("TERMINATE {}", q.id)).await;
+    assert!(e.queries().is_empty());
+    e.shutdown().await;
+    broker.stop().await;
+}

@@ -9,7 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestBroker;
-use strom::client::{Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+use strom::client::{
+    Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
 use strom_sql::{Engine, EngineConfig, Output};
 
 async fn engine(bootstrap: &str) -> std::sync::Arc<Engine> {
@@ -28,13 +30,21 @@ async fn exec(e: &Engine, sql: &str) -> Vec<Output> {
 /// Rows of the last statement as `col=value` text lines.
 async fn rows(e: &Engine, sql: &str) -> Vec<String> {
     let mut out = exec(e, sql).await;
-    let Some(Output::Rows { batches, .. }) = out.pop() else { panic!("no rows: {sql}") };
+    let Some(Output::Rows { batches, .. }) = out.pop() else {
+        panic!("no rows: {sql}")
+    };
     let mut lines = Vec::new();
     for b in batches {
         let fmts: Vec<_> = b
             .columns()
             .iter()
-            .map(|c| strom_sql::datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &Default::default()).unwrap())
+            .map(|c| {
+                strom_sql::datafusion::arrow::util::display::ArrayFormatter::try_new(
+                    c.as_ref(),
+                    &Default::default(),
+                )
+                .unwrap()
+            })
             .collect();
         for r in 0..b.num_rows() {
             let cells: Vec<String> = b
@@ -53,7 +63,11 @@ async fn rows(e: &Engine, sql: &str) -> Vec<String> {
 async fn produce(bootstrap: &str, topic: &str, recs: &[(i64, &str)]) {
     let p = Producer::new(ProducerConfig::new(bootstrap)).await.unwrap();
     for (ts, v) in recs {
-        p.send(ProducerRecord::new(topic, v.to_string()).timestamp(*ts)).await.unwrap().await.unwrap();
+        p.send(ProducerRecord::new(topic, v.to_string()).timestamp(*ts))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     p.close().await.unwrap();
 }
@@ -99,17 +113,46 @@ async fn ddl_adhoc_and_errors() {
     .await;
     let got = rows(&e, "SELECT count(*) AS n, sum(amount) AS s FROM orders").await;
     assert_eq!(got, vec!["n=3 s=60.5"]);
-    let got = rows(&e, "SELECT id FROM orders WHERE _timestamp >= TIMESTAMP '1970-01-01 00:00:02' ORDER BY id").await;
+    let got = rows(
+        &e,
+        "SELECT id FROM orders WHERE _timestamp >= TIMESTAMP '1970-01-01 00:00:02' ORDER BY id",
+    )
+    .await;
     assert_eq!(got, vec!["id=2", "id=3"]);
     let got = rows(&e, "SHOW STREAMS").await;
-    assert!(got[0].starts_with("name=orders topic=orders format=json"), "{got:?}");
-    let err = e.execute("SELECT amout FROM orders").await.unwrap_err().to_string();
-    assert_eq!(err, "unknown column `amout` at line 1, column 8; did you mean `amount`?");
-    let err = e.execute("SELECT * FROM order").await.unwrap_err().to_string();
-    assert!(err.contains("unknown stream or table `order`") && err.contains("did you mean `orders`"), "{err}");
-    let err = e.execute("CREATE STREAM x (a INT) WITH (topik='x')").await.unwrap_err().to_string();
+    assert!(
+        got[0].starts_with("name=orders topic=orders format=json"),
+        "{got:?}"
+    );
+    let err = e
+        .execute("SELECT amout FROM orders")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "unknown column `amout` at line 1, column 8; did you mean `amount`?"
+    );
+    let err = e
+        .execute("SELECT * FROM order")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown stream or table `order`") && err.contains("did you mean `orders`"),
+        "{err}"
+    );
+    let err = e
+        .execute("CREATE STREAM x (a INT) WITH (topik='x')")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("did you mean `topic`"), "{err}");
-    let err = e.execute("CREATE STREAM o2 AS SELECT * FROM orders ORDER BY id").await.unwrap_err().to_string();
+    let err = e
+        .execute("CREATE STREAM o2 AS SELECT * FROM orders ORDER BY id")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("not supported: ORDER BY"), "{err}");
     e.shutdown().await;
     broker.stop().await;
@@ -131,12 +174,20 @@ async fn tumbling_counts_with_late_records_survive_a_restart() {
     )
     .await;
     let click = |u: &str, t: i64| format!(r#"{{"user_id":"{u}","ts":{t}}}"#);
-    let first = [click("a", 1000), click("b", 2000), click("a", 59_000), click("a", MIN + 1)];
+    let first = [
+        click("a", 1000),
+        click("b", 2000),
+        click("a", 59_000),
+        click("a", MIN + 1),
+    ];
     let recs: Vec<(i64, &str)> = first.iter().map(|s| (0, s.as_str())).collect();
     produce(&bs, "clicks", &recs).await;
     let out = read_topic(&bs, "counts", 2).await;
     assert_eq!(out.len(), 2, "{out:?}");
-    assert!(out.contains(&r#"{"window_start":"1970-01-01T00:00:00","user_id":"a","n":2}"#.to_string()), "{out:?}");
+    assert!(
+        out.contains(&r#"{"window_start":"1970-01-01T00:00:00","user_id":"a","n":2}"#.to_string()),
+        "{out:?}"
+    );
     // Let the query commit its state, then restart the engine mid-window.
     tokio::time::sleep(Duration::from_millis(500)).await;
     e.shutdown().await;
@@ -149,7 +200,10 @@ async fn tumbling_counts_with_late_records_survive_a_restart() {
     let out = read_topic(&bs, "counts", 3).await;
     assert_eq!(out.len(), 3, "{out:?}");
     // The second minute counts the record from before the restart too.
-    assert_eq!(out[2], r#"{"window_start":"1970-01-01T00:01:00","user_id":"a","n":2}"#);
+    assert_eq!(
+        out[2],
+        r#"{"window_start":"1970-01-01T00:01:00","user_id":"a","n":2}"#
+    );
     let late = read_topic(&bs, "counts_late", 1).await;
     assert_eq!(late.len(), 1, "{late:?}");
     let q = &e.queries()[0];

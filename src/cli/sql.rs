@@ -270,6 +270,15 @@ impl Conn {
 
     /// Sends `sql` as one query and prints its results as they come.
     async fn run(&mut self, sql: &str, out: &mut Out) -> Ran {
+        let ran = self.run_unflushed(sql, out).await;
+        match (ran, out.flush()) {
+            (Ran::Done | Ran::Interrupted, Ok(false)) => Ran::Closed,
+            (Ran::Done | Ran::Interrupted, Err(e)) => Ran::Lost(e),
+            (ran, _) => ran,
+        }
+    }
+
+    async fn run_unflushed(&mut self, sql: &str, out: &mut Out) -> Ran {
         let stream = match self.client.simple_query_raw(sql).await {
             Ok(s) => s,
             Err(e) => return failure(&e, false),

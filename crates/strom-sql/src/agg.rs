@@ -12,7 +12,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array,
+};
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -93,7 +95,8 @@ impl AggState {
         }
         if start_idx.is_some() && end_idx.is_none() {
             return Err(DataFusionError::Plan(
-                "GROUP BY window_start needs window_end too: GROUP BY window_start, window_end, ..".into(),
+                "GROUP BY window_start needs window_end too: GROUP BY window_start, window_end, .."
+                    .into(),
             ));
         }
         if spec.session && end_idx.is_none() {
@@ -152,7 +155,11 @@ impl AggState {
             .iter()
             .map(|(e, _)| e.evaluate(batch).and_then(|v| v.into_array(n)))
             .collect::<DfResult<_>>()?;
-        let keys: Vec<ArrayRef> = self.key_idx.iter().map(|&i| group_vals[i].clone()).collect();
+        let keys: Vec<ArrayRef> = self
+            .key_idx
+            .iter()
+            .map(|&i| group_vals[i].clone())
+            .collect();
         let rows = self.conv.convert_columns(&keys)?;
         let times = |i: Option<usize>| -> DfResult<Option<TimestampMillisecondArray>> {
             match i {
@@ -276,7 +283,11 @@ impl AggState {
     }
 
     fn new_accumulators(&self) -> DfResult<Vec<Box<dyn Accumulator>>> {
-        self.spec.aggs.iter().map(|a| a.create_accumulator()).collect()
+        self.spec
+            .aggs
+            .iter()
+            .map(|a| a.create_accumulator())
+            .collect()
     }
 
     /// The session `[start, end)` of `row` joins, merging the sessions it bridges.
@@ -297,12 +308,22 @@ impl AggState {
             e = e.max(b);
         }
         list.push((s, e));
-        let key = GroupKey { end: e, start: s, row: row.clone() };
+        let key = GroupKey {
+            end: e,
+            start: s,
+            row: row.clone(),
+        };
         let mut target: Option<Vec<Box<dyn Accumulator>>> = None;
         for (a, b) in merged {
-            let old = GroupKey { end: b, start: a, row: row.clone() };
+            let old = GroupKey {
+                end: b,
+                start: a,
+                row: row.clone(),
+            };
             self.by_end.remove(&old);
-            let Some(mut accs) = self.groups.remove(&old) else { continue };
+            let Some(mut accs) = self.groups.remove(&old) else {
+                continue;
+            };
             self.forget(old);
             match &mut target {
                 None => target = Some(accs),
@@ -361,7 +382,11 @@ impl AggState {
         if closing.is_empty() {
             return Ok(None);
         }
-        let out = if self.updating() { None } else { Some(self.rows(&closing)?) };
+        let out = if self.updating() {
+            None
+        } else {
+            Some(self.rows(&closing)?)
+        };
         for k in closing {
             self.groups.remove(&k);
             if self.spec.session {
@@ -387,9 +412,13 @@ impl AggState {
         let mut next_key = key_cols.into_iter();
         for i in 0..self.spec.group.len() {
             let col: ArrayRef = if Some(i) == self.start_idx {
-                Arc::new(TimestampMillisecondArray::from_iter_values(keys.iter().map(|k| k.start)))
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    keys.iter().map(|k| k.start),
+                ))
             } else if Some(i) == self.end_idx {
-                Arc::new(TimestampMillisecondArray::from_iter_values(keys.iter().map(|k| k.end)))
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    keys.iter().map(|k| k.end),
+                ))
             } else {
                 next_key
                     .next()
@@ -424,7 +453,9 @@ impl AggState {
 
     /// The state of group `k` as bytes (`None` if it is gone).
     pub fn encode_state(&mut self, k: &GroupKey) -> DfResult<Option<Vec<u8>>> {
-        let Some(accs) = self.groups.get_mut(k) else { return Ok(None) };
+        let Some(accs) = self.groups.get_mut(k) else {
+            return Ok(None);
+        };
         let mut arrays = Vec::new();
         for acc in accs.iter_mut() {
             for v in acc.state()? {
@@ -432,7 +463,10 @@ impl AggState {
             }
         }
         let conv = RowConverter::new(
-            arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect(),
+            arrays
+                .iter()
+                .map(|a| SortField::new(a.data_type().clone()))
+                .collect(),
         )?;
         let rows = conv.convert_columns(&arrays)?;
         Ok(Some(rows.row(0).as_ref().to_vec()))
@@ -443,8 +477,16 @@ impl AggState {
         if key.len() < 16 {
             return Err(DataFusionError::Internal("short state key".into()));
         }
-        let end = i64::from_be_bytes(key[0..8].try_into().map_err(|_| DataFusionError::Internal("key".into()))?);
-        let start = i64::from_be_bytes(key[8..16].try_into().map_err(|_| DataFusionError::Internal("key".into()))?);
+        let end = i64::from_be_bytes(
+            key[0..8]
+                .try_into()
+                .map_err(|_| DataFusionError::Internal("key".into()))?,
+        );
+        let start = i64::from_be_bytes(
+            key[8..16]
+                .try_into()
+                .map_err(|_| DataFusionError::Internal("key".into()))?,
+        );
         let row = self.conv.parser().parse(&key[16..]).owned();
         let mut accs = self.new_accumulators()?;
         let mut fields = Vec::new();
@@ -466,7 +508,10 @@ impl AggState {
             self.by_end.insert(k.clone());
         }
         if self.spec.session {
-            self.sessions.entry(k.row.clone()).or_default().push((start, end));
+            self.sessions
+                .entry(k.row.clone())
+                .or_default()
+                .push((start, end));
         }
         self.groups.insert(k, accs);
         Ok(())

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, DataType as SqlType, TableConstraint};
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, ColumnOption, DataType as SqlType, TableConstraint,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::format::{Format, OFFSET, PARTITION, TIMESTAMP};
@@ -158,7 +160,9 @@ pub fn declared(
             )));
         }
         if fields.iter().any(|f: &Field| f.name() == &name) {
-            return Err(SqlError::Statement(format!("column `{name}` is declared twice")));
+            return Err(SqlError::Statement(format!(
+                "column `{name}` is declared twice"
+            )));
         }
         if c.options
             .iter()
@@ -228,8 +232,12 @@ pub fn watermark(expr: &str) -> Result<(String, i64)> {
             op: BinaryOperator::Minus,
             right,
         } => {
-            let Expr::Identifier(i) = *left else { return Err(bad()) };
-            let Expr::Interval(iv) = *right else { return Err(bad()) };
+            let Expr::Identifier(i) = *left else {
+                return Err(bad());
+            };
+            let Expr::Interval(iv) = *right else {
+                return Err(bad());
+            };
             let ms = interval_text_ms(&iv.to_string()).ok_or_else(bad)?;
             Ok((i.value.to_ascii_lowercase(), ms))
         }
@@ -240,7 +248,10 @@ pub fn watermark(expr: &str) -> Result<(String, i64)> {
 /// Milliseconds of `INTERVAL 'n' UNIT` or `INTERVAL 'n unit'` text.
 pub fn interval_text_ms(text: &str) -> Option<i64> {
     let t = text.trim();
-    let t = t.strip_prefix("INTERVAL").or_else(|| t.strip_prefix("interval"))?.trim();
+    let t = t
+        .strip_prefix("INTERVAL")
+        .or_else(|| t.strip_prefix("interval"))?
+        .trim();
     let (num, unit) = if let Some(rest) = t.strip_prefix('\'') {
         let end = rest.find('\'')?;
         let inside = &rest[..end];
@@ -273,8 +284,14 @@ mod tests {
     #[test]
     fn watermarks() {
         assert_eq!(watermark("ts").unwrap(), ("ts".into(), 0));
-        assert_eq!(watermark("ts - INTERVAL '5' SECOND").unwrap(), ("ts".into(), 5000));
-        assert_eq!(watermark("date_time - INTERVAL '4' SECOND").unwrap().1, 4000);
+        assert_eq!(
+            watermark("ts - INTERVAL '5' SECOND").unwrap(),
+            ("ts".into(), 5000)
+        );
+        assert_eq!(
+            watermark("date_time - INTERVAL '4' SECOND").unwrap().1,
+            4000
+        );
         assert_eq!(watermark("ts - INTERVAL '2 minutes'").unwrap().1, 120_000);
         assert!(watermark("ts + 1").is_err());
     }

@@ -91,12 +91,32 @@ pub async fn plan(
         let name = node.name();
         if node.is::<AggregateExec>() {
             aggs.push(node.clone());
-        } else if name.contains("Sort") && !name.contains("SortPreserving") || name == "SortPreservingMergeExec" {
+        } else if name.contains("Sort") && !name.contains("SortPreserving")
+            || name == "SortPreservingMergeExec"
+        {
             problem.get_or_insert(unsupported("ORDER BY (a stream has no end to sort at)"));
         } else if name.contains("Limit") {
             problem.get_or_insert(unsupported("LIMIT"));
         } else if name.contains("WindowAgg") {
             problem.get_or_insert(unsupported("OVER (..) window functions"));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    // A join above an aggregation would need its inputs' updates retracted: not per batch.
+    physical.apply(|node| {
+        if node.name().contains("Join") {
+            let mut below = false;
+            for c in node.children() {
+                c.apply(|n| {
+                    below |= n.is::<AggregateExec>();
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
+            if below {
+                problem.get_or_insert(unsupported(
+                    "a join with an aggregate's result (write the aggregate to a topic with its own query, then join that)",
+                ));
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
@@ -188,7 +208,11 @@ pub async fn plan(
     let post = physical
         .transform_down(|node| {
             if Arc::ptr_eq(&node, &top) {
-                Ok(Transformed::new(leaf.clone(), true, TreeNodeRecursion::Jump))
+                Ok(Transformed::new(
+                    leaf.clone(),
+                    true,
+                    TreeNodeRecursion::Jump,
+                ))
             } else {
                 Ok(Transformed::no(node))
             }
@@ -282,10 +306,14 @@ fn join_retention(
 
 fn interval_ms(v: &ScalarValue) -> Option<i64> {
     match v {
-        ScalarValue::IntervalMonthDayNano(Some(i)) => {
-            Some(i64::from(i.months) * 30 * 86_400_000 + i64::from(i.days) * 86_400_000 + i.nanoseconds / 1_000_000)
+        ScalarValue::IntervalMonthDayNano(Some(i)) => Some(
+            i64::from(i.months) * 30 * 86_400_000
+                + i64::from(i.days) * 86_400_000
+                + i.nanoseconds / 1_000_000,
+        ),
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            Some(i64::from(i.days) * 86_400_000 + i64::from(i.milliseconds))
         }
-        ScalarValue::IntervalDayTime(Some(i)) => Some(i64::from(i.days) * 86_400_000 + i64::from(i.milliseconds)),
         ScalarValue::DurationMillisecond(Some(m)) => Some(*m),
         ScalarValue::DurationSecond(Some(s)) => Some(s * 1000),
         _ => None,
@@ -293,7 +321,10 @@ fn interval_ms(v: &ScalarValue) -> Option<i64> {
     .map(i64::abs)
 }
 
-async fn run_plan(plan: &Arc<dyn ExecutionPlan>, task: &Arc<TaskContext>) -> DfResult<Vec<RecordBatch>> {
+async fn run_plan(
+    plan: &Arc<dyn ExecutionPlan>,
+    task: &Arc<TaskContext>,
+) -> DfResult<Vec<RecordBatch>> {
     let stream = plan.execute(0, task.clone())?;
     stream.try_collect().await
 }
@@ -389,7 +420,9 @@ impl Pipeline {
 
     /// Drops retained join rows that can no longer match.
     fn evict(&mut self, watermark: i64) -> Result<()> {
-        let Some(keep) = self.join_retention else { return Ok(()) };
+        let Some(keep) = self.join_retention else {
+            return Ok(());
+        };
         let limit = watermark.saturating_sub(keep);
         for input in &mut self.inputs {
             if input.retained.is_empty() {
@@ -402,8 +435,10 @@ impl Pipeline {
             let mut kept = Vec::new();
             for b in input.retained.drain(..) {
                 let t = crate::window::times(&b, &col)?;
-                let mask: arrow::array::BooleanArray =
-                    t.iter().map(|v| Some(v.is_none_or(|v| v >= limit))).collect();
+                let mask: arrow::array::BooleanArray = t
+                    .iter()
+                    .map(|v| Some(v.is_none_or(|v| v >= limit)))
+                    .collect();
                 let f = arrow::compute::filter_record_batch(&b, &mask)?;
                 if f.num_rows() > 0 {
                     kept.push(f);

@@ -12,8 +12,8 @@ use datafusion::execution::config::SessionConfig;
 use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
 use strom_client::{
-    Admin, Consumer, ConsumerConfig, NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
-    TopicPartition,
+    Admin, Consumer, ConsumerConfig, NewTopic, OffsetSpec, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -120,7 +120,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("bootstrap", &self.config.bootstrap).finish()
+        f.debug_struct("Engine")
+            .field("bootstrap", &self.config.bootstrap)
+            .finish()
     }
 }
 
@@ -135,14 +137,18 @@ impl Engine {
                 Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Ok(_) => return Err(SqlError::Statement(format!("cannot reach the cluster at {}", config.bootstrap))),
+                Ok(_) => {
+                    return Err(SqlError::Statement(format!(
+                        "cannot reach the cluster at {}",
+                        config.bootstrap
+                    )))
+                }
                 Err(e) => return Err(e.into()),
             }
         };
-        let producer = Producer::new(
-            ProducerConfig::new(&config.bootstrap).linger(Duration::from_millis(2)),
-        )
-        .await?;
+        let producer =
+            Producer::new(ProducerConfig::new(&config.bootstrap).linger(Duration::from_millis(2)))
+                .await?;
         let engine = Arc::new(Engine {
             admin: Arc::new(admin),
             producer: Arc::new(producer),
@@ -160,7 +166,10 @@ impl Engine {
         for e in entries {
             match e {
                 Entry::Source(def) => {
-                    engine.sources.lock().insert(def.name.clone(), Arc::new(def));
+                    engine
+                        .sources
+                        .lock()
+                        .insert(def.name.clone(), Arc::new(def));
                 }
                 Entry::Query { id, sql } => queries.push((id, sql)),
             }
@@ -186,7 +195,10 @@ impl Engine {
         let mut out = Vec::new();
         for p in parse::parse_script(sql)? {
             let idents = p.idents.clone();
-            let r = self.execute_one(p).await.map_err(|e| with_position(e, &idents))?;
+            let r = self
+                .execute_one(p)
+                .await
+                .map_err(|e| with_position(e, &idents))?;
             out.push(r);
         }
         Ok(out)
@@ -211,7 +223,9 @@ impl Engine {
 
     /// Stops every query (without terminating them: they resume when the engine starts again).
     pub async fn shutdown(&self) {
-        let running: Vec<Running> = std::mem::take(&mut *self.queries.lock()).into_values().collect();
+        let running: Vec<Running> = std::mem::take(&mut *self.queries.lock())
+            .into_values()
+            .collect();
         for r in &running {
             let _ = r.stop.send(true);
         }
@@ -364,11 +378,9 @@ impl Engine {
 
     fn partitions_option(&self, opt: &dyn Fn(&str) -> Option<String>) -> Result<i32> {
         match opt("partitions") {
-            Some(p) => p
-                .parse::<i32>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| SqlError::Statement(format!("partitions='{p}' must be a positive number"))),
+            Some(p) => p.parse::<i32>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                SqlError::Statement(format!("partitions='{p}' must be a positive number"))
+            }),
             None => Ok(self.config.default_partitions),
         }
     }
@@ -414,13 +426,20 @@ impl Engine {
         if let Some(t) = opt("timestamp") {
             let t = col(t, "timestamp")?;
             if timestamp.as_ref().is_some_and(|w| w != &t) {
-                return Err(SqlError::Statement("the watermark must be on the timestamp column".into()));
+                return Err(SqlError::Statement(
+                    "the watermark must be on the timestamp column".into(),
+                ));
             }
             timestamp = Some(t);
         }
         if let Some(t) = &timestamp {
-            if !matches!(schema.field_with_name(t).map(|f| f.data_type().clone()), Ok(DataType::Timestamp(..))) {
-                return Err(SqlError::Statement(format!("timestamp column `{t}` must be a TIMESTAMP")));
+            if !matches!(
+                schema.field_with_name(t).map(|f| f.data_type().clone()),
+                Ok(DataType::Timestamp(..))
+            ) {
+                return Err(SqlError::Statement(format!(
+                    "timestamp column `{t}` must be a TIMESTAMP"
+                )));
             }
         }
         Ok(SourceDef {
@@ -436,7 +455,12 @@ impl Engine {
         })
     }
 
-    async fn ensure_topic(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> Result<()> {
+    async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
         if self.admin.describe_topic(topic).await.is_ok() {
             return Ok(());
         }
@@ -481,7 +505,13 @@ impl Engine {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while c.position(&tp).unwrap_or(0) < end && tokio::time::Instant::now() < deadline {
                 for r in c.poll(Duration::from_millis(200)).await? {
-                    let Some(k) = r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()) else { continue };
+                    let Some(k) = r
+                        .key
+                        .as_ref()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                    else {
+                        continue;
+                    };
                     let e = match &r.value {
                         Some(v) => match serde_json::from_slice::<Entry>(v) {
                             Ok(e) => Some(e),
@@ -497,7 +527,10 @@ impl Engine {
             }
             let _ = c.close().await;
         }
-        let mut v: Vec<(i64, Entry)> = latest.into_values().filter_map(|(o, e)| e.map(|e| (o, e))).collect();
+        let mut v: Vec<(i64, Entry)> = latest
+            .into_values()
+            .filter_map(|(o, e)| e.map(|e| (o, e)))
+            .collect();
         v.sort_by_key(|(o, _)| *o);
         Ok(v.into_iter().map(|(_, e)| e).collect())
     }
@@ -516,32 +549,55 @@ impl Engine {
                     .collect();
                 topics.sort();
                 (
-                    vec![Field::new("name", DataType::Utf8, false), Field::new("partitions", DataType::Int32, false)],
+                    vec![
+                        Field::new("name", DataType::Utf8, false),
+                        Field::new("partitions", DataType::Int32, false),
+                    ],
                     vec![
                         strings(topics.iter().map(|t| t.0.clone()).collect()),
-                        Arc::new(Int32Array::from(topics.iter().map(|t| t.1).collect::<Vec<_>>())),
+                        Arc::new(Int32Array::from(
+                            topics.iter().map(|t| t.1).collect::<Vec<_>>(),
+                        )),
                     ],
                 )
             }
             ShowWhat::Streams | ShowWhat::Tables => {
-                let kind = if what == ShowWhat::Streams { SourceKind::Stream } else { SourceKind::Table };
-                let defs: Vec<Arc<SourceDef>> =
-                    self.sources.lock().values().filter(|d| d.kind == kind).cloned().collect();
+                let kind = if what == ShowWhat::Streams {
+                    SourceKind::Stream
+                } else {
+                    SourceKind::Table
+                };
+                let defs: Vec<Arc<SourceDef>> = self
+                    .sources
+                    .lock()
+                    .values()
+                    .filter(|d| d.kind == kind)
+                    .cloned()
+                    .collect();
                 let names = ["name", "topic", "format", "key", "timestamp"];
                 (
-                    names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect(),
+                    names
+                        .iter()
+                        .map(|n| Field::new(*n, DataType::Utf8, true))
+                        .collect(),
                     vec![
                         strings(defs.iter().map(|d| d.name.clone()).collect()),
                         strings(defs.iter().map(|d| d.topic.clone()).collect()),
                         strings(defs.iter().map(|d| d.format.clone()).collect()),
-                        Arc::new(StringArray::from(defs.iter().map(|d| d.key.clone()).collect::<Vec<_>>())),
-                        Arc::new(StringArray::from(defs.iter().map(|d| d.timestamp.clone()).collect::<Vec<_>>())),
+                        Arc::new(StringArray::from(
+                            defs.iter().map(|d| d.key.clone()).collect::<Vec<_>>(),
+                        )),
+                        Arc::new(StringArray::from(
+                            defs.iter().map(|d| d.timestamp.clone()).collect::<Vec<_>>(),
+                        )),
                     ],
                 )
             }
             ShowWhat::Queries => {
                 let q = self.queries();
-                let u = |f: &dyn Fn(&QueryInfo) -> u64| Arc::new(UInt64Array::from(q.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+                let u = |f: &dyn Fn(&QueryInfo) -> u64| {
+                    Arc::new(UInt64Array::from(q.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+                };
                 (
                     vec![
                         Field::new("id", DataType::Utf8, false),
@@ -566,7 +622,10 @@ impl Engine {
         };
         let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::try_new(schema.clone(), cols)?;
-        Ok(Output::Rows { schema, batches: vec![batch] })
+        Ok(Output::Rows {
+            schema,
+            batches: vec![batch],
+        })
     }
 
     fn describe(&self, name: &str) -> Result<Output> {
@@ -606,7 +665,10 @@ impl Engine {
                 Arc::new(StringArray::from(notes)),
             ],
         )?;
-        Ok(Output::Rows { schema: out, batches: vec![batch] })
+        Ok(Output::Rows {
+            schema: out,
+            batches: vec![batch],
+        })
     }
 
     fn session(&self) -> SessionContext {
@@ -628,14 +690,29 @@ impl Engine {
         let ctx = self.session();
         let defs = self.sources.lock().clone();
         for (name, def) in &defs {
-            let t = crate::history::TopicTable::new(def.clone(), self.admin.clone(), self.config.bootstrap.clone(), None)?;
+            let t = crate::history::TopicTable::new(
+                def.clone(),
+                self.admin.clone(),
+                self.config.bootstrap.clone(),
+                None,
+            )?;
             ctx.register_table(name.as_str(), Arc::new(t))?;
         }
-        let (admin, bootstrap, d2) = (self.admin.clone(), self.config.bootstrap.clone(), defs.clone());
-        let resolve: Arc<crate::window::Resolver> = Arc::new(move |source: &str, spec: WindowSpec| {
-            let def = lookup(&d2, source)?;
-            Ok(Arc::new(crate::history::TopicTable::new(def, admin.clone(), bootstrap.clone(), Some(spec))?) as _)
-        });
+        let (admin, bootstrap, d2) = (
+            self.admin.clone(),
+            self.config.bootstrap.clone(),
+            defs.clone(),
+        );
+        let resolve: Arc<crate::window::Resolver> =
+            Arc::new(move |source: &str, spec: WindowSpec| {
+                let def = lookup(&d2, source)?;
+                Ok(Arc::new(crate::history::TopicTable::new(
+                    def,
+                    admin.clone(),
+                    bootstrap.clone(),
+                    Some(spec),
+                )?) as _)
+            });
         for (name, f) in WindowFunction::all(resolve) {
             ctx.register_udtf(name, f);
         }
@@ -645,7 +722,10 @@ impl Engine {
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(st)))
             .await
             .map_err(|e| describe(e, &names))?;
-        let df = ctx.execute_logical_plan(plan).await.map_err(|e| describe(e, &names))?;
+        let df = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| describe(e, &names))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|e| describe(e, &names))?;
         Ok(Output::Rows { schema, batches })
@@ -660,23 +740,39 @@ impl Engine {
             let schema = crate::format::with_meta(def.schema()?.as_ref());
             let slot = Slot::new(
                 schema,
-                Binding { source: name.clone(), table: def.kind == SourceKind::Table, window: None },
+                Binding {
+                    source: name.clone(),
+                    table: def.kind == SourceKind::Table,
+                    window: None,
+                },
             );
             ctx.register_table(name.as_str(), Arc::new(SlotTable::new(slot, used.clone())))?;
         }
         let (d2, u2) = (defs.clone(), used.clone());
-        let resolve: Arc<crate::window::Resolver> = Arc::new(move |source: &str, spec: WindowSpec| {
-            let def = lookup(&d2, source)?;
-            if def.kind == SourceKind::Table {
-                return Err(datafusion::error::DataFusionError::Plan(format!(
-                    "`{source}` is a table: windows apply to streams"
-                )));
-            }
-            let base = crate::format::with_meta(def.schema().map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?.as_ref());
-            let schema = spec.schema(&base)?;
-            let slot = Slot::new(schema, Binding { source: source.to_string(), table: false, window: Some(spec) });
-            Ok(Arc::new(SlotTable::new(slot, u2.clone())) as _)
-        });
+        let resolve: Arc<crate::window::Resolver> =
+            Arc::new(move |source: &str, spec: WindowSpec| {
+                let def = lookup(&d2, source)?;
+                if def.kind == SourceKind::Table {
+                    return Err(datafusion::error::DataFusionError::Plan(format!(
+                        "`{source}` is a table: windows apply to streams"
+                    )));
+                }
+                let base = crate::format::with_meta(
+                    def.schema()
+                        .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?
+                        .as_ref(),
+                );
+                let schema = spec.schema(&base)?;
+                let slot = Slot::new(
+                    schema,
+                    Binding {
+                        source: source.to_string(),
+                        table: false,
+                        window: Some(spec),
+                    },
+                );
+                Ok(Arc::new(SlotTable::new(slot, u2.clone())) as _)
+            });
         for (name, f) in WindowFunction::all(resolve) {
             ctx.register_udtf(name, f);
         }
@@ -687,7 +783,10 @@ impl Engine {
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(st)))
             .await
             .map_err(|e| describe(e, &names))?;
-        let logical = ctx.state().optimize(&logical).map_err(|e| describe(e, &names))?;
+        let logical = ctx
+            .state()
+            .optimize(&logical)
+            .map_err(|e| describe(e, &names))?;
         crate::continuous::plan(&ctx, logical, used, &defs, q.emit_changes)
             .await
             .map_err(|e| match e {
@@ -722,26 +821,61 @@ impl Engine {
 
     async fn restart_query(&self, id: &str, sql: &str) -> Result<()> {
         let mut parsed = parse::parse_script(sql)?;
-        let p = parsed.pop().ok_or_else(|| SqlError::Internal("empty query statement".into()))?;
+        let p = parsed
+            .pop()
+            .ok_or_else(|| SqlError::Internal("empty query statement".into()))?;
         let (q, target) = match p.stmt {
-            Stmt::Create { kind, name, options, query: Some(q), .. } => (
+            Stmt::Create {
+                kind,
+                name,
+                options,
+                query: Some(q),
+                ..
+            } => (
                 q,
-                Target::Restart { kind, name, opt: options.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect() },
+                Target::Restart {
+                    kind,
+                    name,
+                    opt: options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.value.clone()))
+                        .collect(),
+                },
             ),
             Stmt::Insert { target, query } => (query, Target::Insert(target)),
-            _ => return Err(SqlError::Internal(format!("catalog query {id} is not a query"))),
+            _ => {
+                return Err(SqlError::Internal(format!(
+                    "catalog query {id} is not a query"
+                )))
+            }
         };
         self.start_query(id, &p.text, q, target, false).await?;
         Ok(())
     }
 
     /// Plans and starts a persistent query; returns the message for the user.
-    async fn start_query(&self, id: &str, sql: &str, q: QueryText, target: Target, fresh: bool) -> Result<String> {
+    async fn start_query(
+        &self,
+        id: &str,
+        sql: &str,
+        q: QueryText,
+        target: Target,
+        fresh: bool,
+    ) -> Result<String> {
         let pipeline = self.plan_continuous(&q).await?;
         let reads: Vec<String> = pipeline.inputs.iter().map(|i| i.def.name.clone()).collect();
         let out_schema = pipeline.schema.clone();
         let (sink, writes, sink_desc, late_topic) = match target {
-            Target::Create { kind, ref name, ref opt } | Target::Restart { kind, ref name, ref opt } => {
+            Target::Create {
+                kind,
+                ref name,
+                ref opt,
+            }
+            | Target::Restart {
+                kind,
+                ref name,
+                ref opt,
+            } => {
                 let get = |k: &str| opt.get(k).cloned();
                 let late_topic = get("late_topic");
                 if let Some(lt) = &late_topic {
@@ -752,9 +886,16 @@ impl Engine {
                         SqlError::Statement("connector='parquet' needs path='directory'".into())
                     })?;
                     let spec = crate::sink::ParquetSpec::from_options(&path, &get)?;
-                    (SinkSpec::Parquet(spec), None, format!("parquet:{path}"), late_topic)
+                    (
+                        SinkSpec::Parquet(spec),
+                        None,
+                        format!("parquet:{path}"),
+                        late_topic,
+                    )
                 } else if let Some(c) = get("connector") {
-                    return Err(SqlError::Statement(format!("unknown connector '{c}': use 'kafka' (the default) or 'parquet'")));
+                    return Err(SqlError::Statement(format!(
+                        "unknown connector '{c}': use 'kafka' (the default) or 'parquet'"
+                    )));
                 } else {
                     // The output becomes a stream (or table) over its topic.
                     let fields: Vec<Field> = out_schema
@@ -771,7 +912,9 @@ impl Engine {
                     let schema = Schema::new(fields);
                     let key = opt.get("key").cloned().or_else(|| {
                         if kind == SourceKind::Table || pipeline.updating() {
-                            runner::key_columns(&pipeline).first().map(|i| out_schema.field(*i).name().clone())
+                            runner::key_columns(&pipeline)
+                                .first()
+                                .map(|i| out_schema.field(*i).name().clone())
                         } else {
                             None
                         }
@@ -831,7 +974,11 @@ impl Engine {
             }
         };
         if fresh {
-            self.save(&Entry::Query { id: id.to_string(), sql: sql.to_string() }).await?;
+            self.save(&Entry::Query {
+                id: id.to_string(),
+                sql: sql.to_string(),
+            })
+            .await?;
         }
         let stats = Arc::new(Stats::default());
         let ctx = QueryCtx {
@@ -848,7 +995,15 @@ impl Engine {
         let task = tokio::spawn(runner::run(ctx, pipeline, sink, stop_rx));
         self.queries.lock().insert(
             id.to_string(),
-            Running { sql: sql.to_string(), sink: sink_desc.clone(), reads, writes, stats, stop, task },
+            Running {
+                sql: sql.to_string(),
+                sink: sink_desc.clone(),
+                reads,
+                writes,
+                stats,
+                stop,
+                task,
+            },
         );
         Ok(format!("started query {id} writing {sink_desc}"))
     }
@@ -865,12 +1020,23 @@ impl Engine {
 }
 
 enum Target {
-    Create { kind: SourceKind, name: String, opt: BTreeMap<String, String> },
-    Restart { kind: SourceKind, name: String, opt: BTreeMap<String, String> },
+    Create {
+        kind: SourceKind,
+        name: String,
+        opt: BTreeMap<String, String>,
+    },
+    Restart {
+        kind: SourceKind,
+        name: String,
+        opt: BTreeMap<String, String>,
+    },
     Insert(String),
 }
 
-fn lookup(defs: &BTreeMap<String, Arc<SourceDef>>, source: &str) -> datafusion::error::Result<Arc<SourceDef>> {
+fn lookup(
+    defs: &BTreeMap<String, Arc<SourceDef>>,
+    source: &str,
+) -> datafusion::error::Result<Arc<SourceDef>> {
     defs.get(source).cloned().ok_or_else(|| {
         datafusion::error::DataFusionError::Plan(format!(
             "unknown stream `{source}`{}",
@@ -887,7 +1053,10 @@ fn table_configs(kind: SourceKind) -> Vec<(&'static str, &'static str)> {
 }
 
 fn done(tag: &str, message: Option<String>) -> Output {
-    Output::Done { tag: tag.to_string(), message }
+    Output::Done {
+        tag: tag.to_string(),
+        message,
+    }
 }
 
 fn first_words(s: &str) -> String {

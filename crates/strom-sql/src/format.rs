@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -28,7 +30,8 @@ impl Format {
             "csv" | "delimited" => Ok(Format::Csv),
             "raw" | "kafka" => Ok(Format::Raw),
             "avro" => Err(SqlError::Unsupported(
-                "format 'avro' (there is no schema registry yet): use 'json', 'csv' or 'raw'".into(),
+                "format 'avro' (there is no schema registry yet): use 'json', 'csv' or 'raw'"
+                    .into(),
             )),
             other => Err(SqlError::Statement(format!(
                 "unknown format '{other}': use 'json', 'csv' or 'raw'"
@@ -91,14 +94,21 @@ impl Decoder {
     pub fn new(format: Format, schema: SchemaRef) -> Result<Decoder> {
         if format == Format::Raw
             && (schema.fields().len() != 1
-                || !matches!(schema.field(0).data_type(), DataType::Utf8 | DataType::Binary))
+                || !matches!(
+                    schema.field(0).data_type(),
+                    DataType::Utf8 | DataType::Binary
+                ))
         {
             return Err(SqlError::Statement(
                 "format 'raw' needs exactly one VARCHAR or BYTES column".into(),
             ));
         }
         let full = with_meta(&schema);
-        Ok(Decoder { format, schema, full })
+        Ok(Decoder {
+            format,
+            schema,
+            full,
+        })
     }
 
     /// The output schema: columns then metadata.
@@ -131,8 +141,12 @@ impl Decoder {
     }
 
     fn finish(&self, mut cols: Vec<ArrayRef>, recs: &[Rec<'_>]) -> Result<RecordBatch> {
-        cols.push(Arc::new(Int32Array::from_iter_values(recs.iter().map(|r| r.partition))));
-        cols.push(Arc::new(Int64Array::from_iter_values(recs.iter().map(|r| r.offset))));
+        cols.push(Arc::new(Int32Array::from_iter_values(
+            recs.iter().map(|r| r.partition),
+        )));
+        cols.push(Arc::new(Int64Array::from_iter_values(
+            recs.iter().map(|r| r.offset),
+        )));
         cols.push(Arc::new(TimestampMillisecondArray::from_iter_values(
             recs.iter().map(|r| r.timestamp),
         )));
@@ -225,7 +239,9 @@ pub fn encode(format: Format, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         Format::Csv => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(false).build(&mut buf);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut buf);
                 w.write(batch)?;
             }
             buf
@@ -233,7 +249,8 @@ pub fn encode(format: Format, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         Format::Raw => {
             let col = batch.column(0);
             let mut out = Vec::with_capacity(batch.num_rows());
-            let fmt = arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())?;
+            let fmt =
+                arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())?;
             for i in 0..batch.num_rows() {
                 out.push(fmt.value(i).to_string().into_bytes());
             }
@@ -260,7 +277,12 @@ mod tests {
     }
 
     fn rec(v: &[u8], offset: i64) -> Rec<'_> {
-        Rec { value: v, partition: 0, offset, timestamp: 1000 + offset }
+        Rec {
+            value: v,
+            partition: 0,
+            offset,
+            timestamp: 1000 + offset,
+        }
     }
 
     #[test]
@@ -269,7 +291,10 @@ mod tests {
         let recs = [
             rec(br#"{"id": 1, "name": "a", "ts": 60000}"#, 0),
             rec(b"not json", 1),
-            rec(br#"{"id": 2, "name": "b", "ts": "1970-01-01T00:02:00Z"}"#, 2),
+            rec(
+                br#"{"id": 2, "name": "b", "ts": "1970-01-01T00:02:00Z"}"#,
+                2,
+            ),
             rec(br#"{"id": 3}{"id": 4}"#, 3),
         ];
         let (b, bad) = d.decode(&recs).unwrap();
@@ -285,12 +310,17 @@ mod tests {
     #[test]
     fn csv_and_raw() {
         let d = Decoder::new(Format::Csv, schema()).unwrap();
-        let (b, bad) = d.decode(&[rec(b"1,x,1970-01-01T00:00:01", 0), rec(b"2,y", 1)]).unwrap();
+        let (b, bad) = d
+            .decode(&[rec(b"1,x,1970-01-01T00:00:01", 0), rec(b"2,y", 1)])
+            .unwrap();
         assert_eq!((b.num_rows(), bad), (1, 1));
         let raw = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
         let d = Decoder::new(Format::Raw, raw).unwrap();
         let (b, _) = d.decode(&[rec(b"hello", 0)]).unwrap();
-        assert_eq!(encode(Format::Raw, &b.project(&[0]).unwrap()).unwrap(), vec![b"hello".to_vec()]);
+        assert_eq!(
+            encode(Format::Raw, &b.project(&[0]).unwrap()).unwrap(),
+            vec![b"hello".to_vec()]
+        );
         assert!(Decoder::new(Format::Raw, schema()).is_err());
     }
 }

@@ -168,7 +168,11 @@ pub async fn read(
         None => None,
     };
     for (tp, &end) in &ends {
-        if bounds.partitions.as_ref().is_some_and(|p| !p.contains(&tp.partition)) {
+        if bounds
+            .partitions
+            .as_ref()
+            .is_some_and(|p| !p.contains(&tp.partition))
+        {
             continue;
         }
         let mut from = starts.get(tp).copied().unwrap_or(0);
@@ -185,7 +189,11 @@ pub async fn read(
         }
     }
     if want.is_empty() {
-        return Ok(Read { batches: Vec::new(), bad: 0, tombstones: Vec::new() });
+        return Ok(Read {
+            batches: Vec::new(),
+            bad: 0,
+            tombstones: Vec::new(),
+        });
     }
     let mut consumer = Consumer::new(ConsumerConfig::new(bootstrap)).await?;
     let tps: Vec<TopicPartition> = want.keys().cloned().collect();
@@ -196,7 +204,10 @@ pub async fn read(
     let mut batches = Vec::new();
     let mut bad = 0;
     let mut tombstones = Vec::new();
-    let mut open: HashMap<i32, i64> = want.iter().map(|(tp, (_, to))| (tp.partition, *to)).collect();
+    let mut open: HashMap<i32, i64> = want
+        .iter()
+        .map(|(tp, (_, to))| (tp.partition, *to))
+        .collect();
     // A partition with nothing readable left (compacted away, say) must not wait forever.
     let mut idle = 0;
     while !open.is_empty() {
@@ -223,7 +234,9 @@ pub async fn read(
         idle = 0;
         let mut take = Vec::with_capacity(recs.len());
         for r in &recs {
-            let Some(&to) = open.get(&r.partition) else { continue };
+            let Some(&to) = open.get(&r.partition) else {
+                continue;
+            };
             if r.offset >= to {
                 continue;
             }
@@ -248,13 +261,21 @@ pub async fn read(
             // A tombstone deletes its key's row: remember the key and where it was.
             for r in recs.iter().filter(|r| r.value.is_none()) {
                 if let Some(k) = &r.key {
-                    tombstones.push((String::from_utf8_lossy(k).into_owned(), r.partition, r.offset));
+                    tombstones.push((
+                        String::from_utf8_lossy(k).into_owned(),
+                        r.partition,
+                        r.offset,
+                    ));
                 }
             }
         }
     }
     let _ = consumer.close().await;
-    Ok(Read { batches, bad, tombstones })
+    Ok(Read {
+        batches,
+        bad,
+        tombstones,
+    })
 }
 
 /// What [`read`] found.
@@ -285,19 +306,26 @@ pub fn latest_per_key(
     }
     let mut keep: Vec<u32> = last.into_values().collect();
     if !tombstones.is_empty() {
-        let fmt = arrow::util::display::ArrayFormatter::try_new(batch.column(i).as_ref(), &Default::default())?;
+        let fmt = arrow::util::display::ArrayFormatter::try_new(
+            batch.column(i).as_ref(),
+            &Default::default(),
+        )?;
         let schema = batch.schema();
         let parts = batch.column(schema.index_of(PARTITION)?).clone();
         let offs = batch.column(schema.index_of(OFFSET)?).clone();
         let parts = parts.as_any().downcast_ref::<arrow::array::Int32Array>();
         let offs = offs.as_any().downcast_ref::<arrow::array::Int64Array>();
         if let (Some(parts), Some(offs)) = (parts, offs) {
-            let dead: HashMap<&str, (i32, i64)> =
-                tombstones.iter().map(|(k, p, o)| (k.as_str(), (*p, *o))).collect();
+            let dead: HashMap<&str, (i32, i64)> = tombstones
+                .iter()
+                .map(|(k, p, o)| (k.as_str(), (*p, *o)))
+                .collect();
             keep.retain(|&r| {
                 let r = r as usize;
                 let k = fmt.value(r).to_string();
-                !dead.get(k.as_str()).is_some_and(|&(p, o)| p == parts.value(r) && o > offs.value(r))
+                !dead
+                    .get(k.as_str())
+                    .is_some_and(|&(p, o)| p == parts.value(r) && o > offs.value(r))
             });
         }
     }
@@ -329,7 +357,9 @@ impl TopicTable {
         bootstrap: String,
         window: Option<WindowSpec>,
     ) -> DfResult<TopicTable> {
-        let schema = def.schema().map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let schema = def
+            .schema()
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         let source_schema = crate::format::with_meta(&schema);
         let window = match window {
             Some(w) => {
@@ -369,7 +399,10 @@ impl TableProvider for TopicTable {
             .iter()
             .map(|f| {
                 // A window repeats or regroups rows: only plain scans narrow the read.
-                if self.window.is_none() && self.def.kind == SourceKind::Stream && Bounds::understands(f) {
+                if self.window.is_none()
+                    && self.def.kind == SourceKind::Stream
+                    && Bounds::understands(f)
+                {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -408,7 +441,11 @@ impl TableProvider for TopicTable {
             }
             None => (all, self.source_schema.clone()),
         };
-        Ok(MemorySourceConfig::try_new_exec(&[vec![out]], schema, projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![out]],
+            schema,
+            projection.cloned(),
+        )?)
     }
 }
 
@@ -421,7 +458,9 @@ mod tests {
     fn filters_become_bounds() {
         let b = Bounds::from_filters(&[
             col(PARTITION).eq(lit(2i32)),
-            col(OFFSET).gt_eq(lit(10i64)).and(col(OFFSET).lt(lit(20i64))),
+            col(OFFSET)
+                .gt_eq(lit(10i64))
+                .and(col(OFFSET).lt(lit(20i64))),
             lit(ScalarValue::TimestampMillisecond(Some(5000), None)).lt_eq(col(TIMESTAMP)),
             col("other").eq(lit(1)),
         ]);

@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::ast::{ColumnDef, Expr as SqlExpr, Query, SqlOption, TableConstraint};
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, Expr as SqlExpr, Query, SqlOption, TableConstraint,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -232,7 +234,11 @@ fn parse_one(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result
             _ => None,
         })
         .collect();
-    let words: Vec<String> = solid.iter().take(4).map(|t| word(&t.token).unwrap_or_default()).collect();
+    let words: Vec<String> = solid
+        .iter()
+        .take(4)
+        .map(|t| word(&t.token).unwrap_or_default())
+        .collect();
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     let stmt = match (w(0), w(1)) {
         ("CREATE", "STREAM") | ("CREATE", "TABLE") => parse_create(tokens)?,
@@ -248,12 +254,19 @@ fn parse_one(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result
             let rest: Vec<&TokenWithSpan> = solid[1..].iter().copied().collect();
             match rest.as_slice() {
                 [t] => match &t.token {
-                    Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("all") => {
+                    Token::Word(w)
+                        if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("all") =>
+                    {
                         Stmt::Terminate(None)
                     }
                     Token::Word(w) => Stmt::Terminate(Some(w.value.to_ascii_lowercase())),
                     Token::SingleQuotedString(s) => Stmt::Terminate(Some(s.clone())),
-                    _ => return Err(SqlError::Statement(format!("TERMINATE needs a query id, as `SHOW QUERIES` lists (at {})", at(t.span.start)))),
+                    _ => {
+                        return Err(SqlError::Statement(format!(
+                            "TERMINATE needs a query id, as `SHOW QUERIES` lists (at {})",
+                            at(t.span.start)
+                        )))
+                    }
                 },
                 _ => {
                     return Err(SqlError::Statement(format!(
@@ -286,7 +299,8 @@ fn parse_one(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result
         },
         ("SELECT", _) | ("WITH", _) | ("VALUES", _) => Stmt::Select(parse_query_tokens(tokens)?),
         _ => {
-            let mut p = Parser::new(&GenericDialect {}).with_tokens_with_locations(rewrite_windows(tokens)?);
+            let mut p = Parser::new(&GenericDialect {})
+                .with_tokens_with_locations(rewrite_windows(tokens)?);
             let st = p.parse_statement().map_err(syntax)?;
             expect_end(&mut p)?;
             Stmt::Other(Box::new(st))
@@ -340,7 +354,8 @@ fn parse_query_tokens(mut tokens: Vec<TokenWithSpan>) -> Result<QueryText> {
             tokens.truncate(a);
         }
     }
-    let mut p = Parser::new(&GenericDialect {}).with_tokens_with_locations(rewrite_windows(tokens)?);
+    let mut p =
+        Parser::new(&GenericDialect {}).with_tokens_with_locations(rewrite_windows(tokens)?);
     let query = p.parse_query().map_err(syntax)?;
     expect_end(&mut p)?;
     Ok(QueryText {
@@ -427,7 +442,9 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
                                 Some(n) if tokens[n].token == Token::Comma => {
                                     // A comma then DESCRIPTOR ends the key list.
                                     let after = next_solid(n + 1);
-                                    if after.is_some_and(|a| word(&tokens[a].token).as_deref() == Some("DESCRIPTOR")) {
+                                    if after.is_some_and(|a| {
+                                        word(&tokens[a].token).as_deref() == Some("DESCRIPTOR")
+                                    }) {
                                         break;
                                     }
                                     m = n + 1;
@@ -449,7 +466,11 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
                 let open = next_solid(i + 1).ok_or_else(|| eos(t.span.start))?;
                 let col = next_solid(open + 1).ok_or_else(|| eos(t.span.start))?;
                 let close = next_solid(col + 1).ok_or_else(|| eos(t.span.start))?;
-                match (&tokens[open].token, &tokens[col].token, &tokens[close].token) {
+                match (
+                    &tokens[open].token,
+                    &tokens[col].token,
+                    &tokens[close].token,
+                ) {
                     (Token::LParen, Token::Word(c), Token::RParen) => {
                         out.push(literal(ident_name(c), t.span.start, tokens[close].span.end));
                         i = close + 1;
@@ -472,7 +493,10 @@ fn rewrite_windows(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
 }
 
 fn eos(loc: Location) -> SqlError {
-    SqlError::Statement(format!("syntax error: statement ends too early after {}", at(loc)))
+    SqlError::Statement(format!(
+        "syntax error: statement ends too early after {}",
+        at(loc)
+    ))
 }
 
 fn literal(s: String, start: Location, end: Location) -> TokenWithSpan {
@@ -568,7 +592,8 @@ fn options_map(opts: Vec<SqlOption>) -> Result<BTreeMap<String, OptionValue>> {
 
 fn parse_insert(tokens: Vec<TokenWithSpan>) -> Result<Stmt> {
     let mut p = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens.clone());
-    p.expect_keywords(&[Keyword::INSERT, Keyword::INTO]).map_err(syntax)?;
+    p.expect_keywords(&[Keyword::INSERT, Keyword::INTO])
+        .map_err(syntax)?;
     let target = object_name(&mut p)?;
     let rest: Vec<TokenWithSpan> = tokens[p.index()..].to_vec();
     Ok(Stmt::Insert {
@@ -618,7 +643,17 @@ mod tests {
     #[test]
     fn create_stream_with_options() {
         let s = one("CREATE STREAM clicks (user_id BIGINT, url VARCHAR, ts TIMESTAMP) WITH (topic='clicks', format='json', timestamp='ts', partitions=3)");
-        let Stmt::Create { kind, name, columns, options, query, .. } = s else { panic!() };
+        let Stmt::Create {
+            kind,
+            name,
+            columns,
+            options,
+            query,
+            ..
+        } = s
+        else {
+            panic!()
+        };
         assert_eq!(kind, SourceKind::Stream);
         assert_eq!(name, "clicks");
         assert_eq!(columns.len(), 3);
@@ -630,13 +665,26 @@ mod tests {
     #[test]
     fn windows_are_rewritten_and_emit_changes_stripped() {
         let s = one("CREATE STREAM out AS SELECT window_start, count(*) FROM TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '1' MINUTE) GROUP BY window_start, window_end EMIT CHANGES");
-        let Stmt::Create { query: Some(q), .. } = s else { panic!() };
+        let Stmt::Create { query: Some(q), .. } = s else {
+            panic!()
+        };
         assert!(q.emit_changes);
         let text = q.query.to_string();
-        assert!(text.contains("tumble('clicks', 'ts', INTERVAL '1' MINUTE)"), "{text}");
-        let s = one("SELECT * FROM SESSION(TABLE s PARTITION BY a, b, DESCRIPTOR(ts), INTERVAL '5' SECOND)");
+        assert!(
+            text.contains("tumble('clicks', 'ts', INTERVAL '1' MINUTE)"),
+            "{text}"
+        );
+        let s = one(
+            "SELECT * FROM SESSION(TABLE s PARTITION BY a, b, DESCRIPTOR(ts), INTERVAL '5' SECOND)",
+        );
         let Stmt::Select(q) = s else { panic!() };
-        assert!(q.query.to_string().contains("session('s', 'partition by:a,b', 'ts', INTERVAL '5' SECOND)"), "{}", q.query);
+        assert!(
+            q.query
+                .to_string()
+                .contains("session('s', 'partition by:a,b', 'ts', INTERVAL '5' SECOND)"),
+            "{}",
+            q.query
+        );
     }
 
     #[test]
@@ -652,7 +700,9 @@ mod tests {
         let e = parse_script("SELEC 1").unwrap_err().to_string();
         assert!(e.contains("line 1, column 1"), "{e}");
         assert!(!e.contains('\n'));
-        let e = parse_script("SELECT a FROM\n  t WHERE").unwrap_err().to_string();
+        let e = parse_script("SELECT a FROM\n  t WHERE")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("syntax error"), "{e}");
         let e = parse_script("SHOW PIGS").unwrap_err().to_string();
         assert!(e.contains("column 6"), "{e}");

@@ -22,8 +22,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use strom_client::{
-    Admin, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset, OffsetSpec, Producer,
-    ProducerRecord, TopicPartition,
+    Admin, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset, OffsetSpec,
+    Producer, ProducerRecord, TopicPartition,
 };
 use tokio::sync::watch;
 
@@ -100,14 +100,18 @@ fn state_topic(id: &str) -> String {
 /// Output columns that form the record key: the `GROUP BY` columns (other than the window's)
 /// that the output keeps under their names.
 pub fn key_columns(p: &Pipeline) -> Vec<usize> {
-    let Some((state, _, _)) = &p.agg else { return Vec::new() };
+    let Some((state, _, _)) = &p.agg else {
+        return Vec::new();
+    };
     let names = state.group_names();
     p.schema
         .fields()
         .iter()
         .enumerate()
         .filter(|(_, f)| {
-            names.iter().any(|n| n == f.name()) && f.name() != WINDOW_END && f.name() != crate::window::WINDOW_START
+            names.iter().any(|n| n == f.name())
+                && f.name() != WINDOW_END
+                && f.name() != crate::window::WINDOW_START
         })
         .map(|(i, _)| i)
         .collect()
@@ -131,6 +135,8 @@ struct TableInput {
     batches: Vec<RecordBatch>,
     latest: HashMap<String, (usize, usize)>,
     changed: bool,
+    /// Records read while catching up at start.
+    read: u64,
 }
 
 impl TableInput {
@@ -139,7 +145,10 @@ impl TableInput {
             match &r.value {
                 None => {
                     if let Some(k) = &r.key {
-                        self.changed |= self.latest.remove(String::from_utf8_lossy(k).as_ref()).is_some();
+                        self.changed |= self
+                            .latest
+                            .remove(String::from_utf8_lossy(k).as_ref())
+                            .is_some();
                     }
                 }
                 Some(v) => {
@@ -180,7 +189,8 @@ impl TableInput {
         idx.sort_unstable();
         let cols: Vec<ArrayRef> = (0..schema.fields().len())
             .map(|c| {
-                let arrays: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+                let arrays: Vec<&dyn Array> =
+                    self.batches.iter().map(|b| b.column(c).as_ref()).collect();
                 arrow::compute::interleave(&arrays, &idx)
             })
             .collect::<Result<_, _>>()?;
@@ -188,21 +198,40 @@ impl TableInput {
         // Keep only the live rows from now on.
         self.batches = vec![snap.clone()];
         let keys: Vec<String> = {
-            let fmt = arrow::util::display::ArrayFormatter::try_new(snap.column(self.key_col).as_ref(), &Default::default())?;
-            (0..snap.num_rows()).map(|i| fmt.value(i).to_string()).collect()
+            let fmt = arrow::util::display::ArrayFormatter::try_new(
+                snap.column(self.key_col).as_ref(),
+                &Default::default(),
+            )?;
+            (0..snap.num_rows())
+                .map(|i| fmt.value(i).to_string())
+                .collect()
         };
-        self.latest = keys.into_iter().enumerate().map(|(i, k)| (k, (0, i))).collect();
+        self.latest = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k, (0, i)))
+            .collect();
         Ok(Some(vec![snap]))
     }
 }
 
-async fn open_table(bootstrap: &str, admin: &Admin, idx: usize, def: &SourceDef) -> Result<TableInput> {
+async fn open_table(
+    bootstrap: &str,
+    admin: &Admin,
+    idx: usize,
+    def: &SourceDef,
+) -> Result<TableInput> {
     let schema = def.schema()?;
     let decoder = Decoder::new(def.format()?, schema)?;
-    let key = def.key.clone().ok_or_else(|| SqlError::Internal("table without key".into()))?;
+    let key = def
+        .key
+        .clone()
+        .ok_or_else(|| SqlError::Internal("table without key".into()))?;
     let key_col = decoder.schema().index_of(&key)?;
     let mut consumer = Consumer::new(ConsumerConfig::new(bootstrap)).await?;
-    let ends = admin.list_offsets(std::slice::from_ref(&def.topic), OffsetSpec::Latest).await?;
+    let ends = admin
+        .list_offsets(std::slice::from_ref(&def.topic), OffsetSpec::Latest)
+        .await?;
     let tps: Vec<TopicPartition> = ends.keys().cloned().collect();
     consumer.assign(&tps)?;
     consumer.seek_to_beginning(&tps)?;
@@ -214,6 +243,7 @@ async fn open_table(bootstrap: &str, admin: &Admin, idx: usize, def: &SourceDef)
         batches: Vec::new(),
         latest: HashMap::new(),
         changed: true,
+        read: 0,
     };
     // Read what the table holds now before the first stream record is joined.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -225,6 +255,7 @@ async fn open_table(bootstrap: &str, admin: &Admin, idx: usize, def: &SourceDef)
             break;
         }
         let recs = t.consumer.poll(Duration::from_millis(100)).await?;
+        t.read += recs.len() as u64;
         t.apply(&recs)?;
     }
     Ok(t)
@@ -258,7 +289,10 @@ fn row_times(batch: &RecordBatch, time_cols: &[String], fallback: i64) -> Vec<i6
         }
     }
     for c in time_cols {
-        if schema.field_with_name(c).is_ok_and(|f| matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..))) {
+        if schema
+            .field_with_name(c)
+            .is_ok_and(|f| matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..)))
+        {
             if let Ok(t) = crate::window::times(batch, c) {
                 return t.iter().map(|v| v.unwrap_or(fallback)).collect();
             }
@@ -272,20 +306,40 @@ fn row_keys(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<Option<Vec<u8>>>>
     match cols {
         [] => Ok(vec![None; batch.num_rows()]),
         [c] => {
-            let fmt = arrow::util::display::ArrayFormatter::try_new(batch.column(*c).as_ref(), &Default::default())?;
-            Ok((0..batch.num_rows()).map(|i| Some(fmt.value(i).to_string().into_bytes())).collect())
+            let fmt = arrow::util::display::ArrayFormatter::try_new(
+                batch.column(*c).as_ref(),
+                &Default::default(),
+            )?;
+            Ok((0..batch.num_rows())
+                .map(|i| Some(fmt.value(i).to_string().into_bytes()))
+                .collect())
         }
         many => {
             let proj = batch.project(many)?;
-            Ok(format::encode(Format::Json, &proj)?.into_iter().map(Some).collect())
+            Ok(format::encode(Format::Json, &proj)?
+                .into_iter()
+                .map(Some)
+                .collect())
         }
     }
 }
 
 impl Sink {
-    async fn write(&mut self, producer: &Producer, batch: RecordBatch, time_cols: &[String], now: i64) -> Result<()> {
+    async fn write(
+        &mut self,
+        producer: &Producer,
+        batch: RecordBatch,
+        time_cols: &[String],
+        now: i64,
+    ) -> Result<()> {
         match self {
-            Sink::Topic { def, format, schema, key_cols, pending } => {
+            Sink::Topic {
+                def,
+                format,
+                schema,
+                key_cols,
+                pending,
+            } => {
                 // Columns by position, cast to the stream's declared types.
                 let cols: Vec<ArrayRef> = batch
                     .columns()
@@ -338,17 +392,27 @@ impl Sink {
     }
 }
 
-async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn run_inner(
+    ctx: QueryCtx,
+    mut p: Pipeline,
+    sink: SinkSpec,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     // Decoders per stream input; table inputs get their own consumers.
     let mut decoders: Vec<Option<Decoder>> = Vec::new();
     let mut tables = Vec::new();
     let mut topics: Vec<String> = Vec::new();
     for (i, input) in p.inputs.iter().enumerate() {
         if input.slot.binding.table {
-            tables.push(open_table(&ctx.bootstrap, &ctx.admin, i, &input.def).await?);
+            let t = open_table(&ctx.bootstrap, &ctx.admin, i, &input.def).await?;
+            ctx.stats.records_in.fetch_add(t.read, Ordering::Relaxed);
+            tables.push(t);
             decoders.push(None);
         } else {
-            decoders.push(Some(Decoder::new(input.def.format()?, input.def.schema()?)?));
+            decoders.push(Some(Decoder::new(
+                input.def.format()?,
+                input.def.schema()?,
+            )?));
             if !topics.contains(&input.def.topic) {
                 topics.push(input.def.topic.clone());
             }
@@ -367,7 +431,11 @@ async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: wat
             format: def.format()?,
             schema: def.schema()?,
             key_cols: match &def.key {
-                Some(k) => def.schema()?.index_of(k).map(|i| vec![i]).unwrap_or_default(),
+                Some(k) => def
+                    .schema()?
+                    .index_of(k)
+                    .map(|i| vec![i])
+                    .unwrap_or_default(),
                 None => key_columns(&p),
             },
             def,
@@ -380,7 +448,9 @@ async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: wat
     // Micro-batches of a few thousand records amortise each run of the plan.
     config.max_poll_records = 5000;
     if ctx.persistent {
-        config = config.group_id(group_of(&ctx.id)).offset_reset(OffsetReset::Earliest);
+        config = config
+            .group_id(group_of(&ctx.id))
+            .offset_reset(OffsetReset::Earliest);
     }
     let mut consumer = Consumer::new(config).await?;
     if ctx.persistent {
@@ -430,6 +500,9 @@ async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: wat
         }
         for t in tables.iter_mut() {
             let more = t.consumer.poll(Duration::from_millis(0)).await?;
+            ctx.stats
+                .records_in
+                .fetch_add(more.len() as u64, Ordering::Relaxed);
             t.apply(&more)?;
         }
         let mut fresh: Vec<Option<Vec<RecordBatch>>> = vec![None; p.inputs.len()];
@@ -438,9 +511,14 @@ async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: wat
         }
         if !recs.is_empty() {
             dirty = true;
-            ctx.stats.records_in.fetch_add(recs.len() as u64, Ordering::Relaxed);
+            ctx.stats
+                .records_in
+                .fetch_add(recs.len() as u64, Ordering::Relaxed);
             for r in &recs {
-                positions.insert(TopicPartition::new(r.topic.clone(), r.partition), r.offset + 1);
+                positions.insert(
+                    TopicPartition::new(r.topic.clone(), r.partition),
+                    r.offset + 1,
+                );
             }
         }
         let before = watermark(&max_ts, &p, floor);
@@ -479,7 +557,9 @@ async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: wat
             let out = p.process(fresh, before, after).await?;
             let now = now_ms();
             for b in out {
-                ctx.stats.rows_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                ctx.stats
+                    .rows_out
+                    .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                 sink.write(&ctx.producer, b, &time_cols, now).await?;
             }
             if p.late > 0 {
@@ -489,7 +569,9 @@ async fn run_inner(ctx: QueryCtx, mut p: Pipeline, sink: SinkSpec, mut stop: wat
                 if let Some(topic) = &ctx.late_topic {
                     for b in late {
                         for v in format::encode(Format::Json, &b)? {
-                            ctx.producer.send(ProducerRecord::new(topic.clone(), v)).await?;
+                            ctx.producer
+                                .send(ProducerRecord::new(topic.clone(), v))
+                                .await?;
                         }
                     }
                 }
@@ -562,7 +644,9 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
         }
         return Ok(i64::MIN);
     }
-    let ends = admin.list_offsets(std::slice::from_ref(&topic), OffsetSpec::Latest).await?;
+    let ends = admin
+        .list_offsets(std::slice::from_ref(&topic), OffsetSpec::Latest)
+        .await?;
     let tp = TopicPartition::new(topic, 0);
     let end = ends.get(&tp).copied().unwrap_or(0);
     let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
@@ -580,13 +664,18 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
                 break;
             }
             for r in recs {
-                latest.insert(r.key.map(|k| k.to_vec()).unwrap_or_default(), r.value.map(|v| v.to_vec()));
+                latest.insert(
+                    r.key.map(|k| k.to_vec()).unwrap_or_default(),
+                    r.value.map(|v| v.to_vec()),
+                );
             }
         }
         let _ = c.close().await;
     }
     let mut watermark = i64::MIN;
-    let Some((state, _, _)) = &mut p.agg else { return Ok(watermark) };
+    let Some((state, _, _)) = &mut p.agg else {
+        return Ok(watermark);
+    };
     for (k, v) in latest {
         let Some(v) = v else { continue };
         if k.is_empty() {

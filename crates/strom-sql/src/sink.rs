@@ -31,11 +31,9 @@ impl ParquetSpec {
     pub fn from_options(path: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<ParquetSpec> {
         let num = |k: &str, d: u64| -> Result<u64> {
             match get(k) {
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| SqlError::Statement(format!("{k}='{v}' must be a positive number"))),
+                Some(v) => v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    SqlError::Statement(format!("{k}='{v}' must be a positive number"))
+                }),
                 None => Ok(d),
             }
         };
@@ -69,7 +67,12 @@ pub struct ParquetSink {
 impl ParquetSink {
     /// A sink for `query`.
     pub fn new(spec: ParquetSpec, query: &str) -> Self {
-        ParquetSink { spec, query: query.to_string(), open: None, seq: 0 }
+        ParquetSink {
+            spec,
+            query: query.to_string(),
+            open: None,
+            seq: 0,
+        }
     }
 
     /// Appends rows, rolling the file when it is full.
@@ -82,7 +85,11 @@ impl ParquetSink {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             let (date, hour) = civil(now);
-            let dir = self.spec.dir.join(format!("date={date}")).join(format!("hour={hour:02}"));
+            let dir = self
+                .spec
+                .dir
+                .join(format!("date={date}"))
+                .join(format!("hour={hour:02}"));
             std::fs::create_dir_all(&dir)?;
             self.seq += 1;
             let name = format!("part-{}-{}-{}.parquet", self.query, now, self.seq);
@@ -90,10 +97,18 @@ impl ParquetSink {
             let tmp = dir.join(format!("{name}.inprogress"));
             let writer = ArrowWriter::try_new(File::create(&tmp)?, batch.schema(), None)
                 .map_err(|e| SqlError::DataFusion(e.to_string()))?;
-            self.open = Some(OpenFile { writer, tmp, path, opened: Instant::now(), rows: 0 });
+            self.open = Some(OpenFile {
+                writer,
+                tmp,
+                path,
+                opened: Instant::now(),
+                rows: 0,
+            });
         }
         if let Some(f) = &mut self.open {
-            f.writer.write(batch).map_err(|e| SqlError::DataFusion(e.to_string()))?;
+            f.writer
+                .write(batch)
+                .map_err(|e| SqlError::DataFusion(e.to_string()))?;
             f.rows += batch.num_rows();
             if f.rows >= self.spec.roll_rows {
                 self.close()?;
@@ -104,7 +119,9 @@ impl ParquetSink {
 
     fn close(&mut self) -> Result<()> {
         if let Some(f) = self.open.take() {
-            f.writer.close().map_err(|e| SqlError::DataFusion(e.to_string()))?;
+            f.writer
+                .close()
+                .map_err(|e| SqlError::DataFusion(e.to_string()))?;
             std::fs::rename(&f.tmp, &f.path)?;
         }
         Ok(())
@@ -112,7 +129,10 @@ impl ParquetSink {
 
     /// Closes the file if it is old enough (or `closing`); `true` when nothing is left open.
     pub fn checkpoint(&mut self, closing: bool) -> Result<bool> {
-        let due = self.open.as_ref().is_some_and(|f| f.opened.elapsed() >= self.spec.roll_after);
+        let due = self
+            .open
+            .as_ref()
+            .is_some_and(|f| f.opened.elapsed() >= self.spec.roll_after);
         if closing || due {
             self.close()?;
         }

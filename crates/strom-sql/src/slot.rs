@@ -106,14 +106,20 @@ impl TableProvider for SlotTable {
                 used.push(self.slot.clone());
             }
         }
-        Ok(Arc::new(SlotExec::new(self.slot.clone(), projection.cloned())))
+        Ok(Arc::new(SlotExec::new(
+            self.slot.clone(),
+            projection.cloned(),
+        )))
     }
 
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
     }
 }
 
@@ -130,7 +136,11 @@ impl SlotExec {
     /// A leaf over `slot`, projected.
     pub fn new(slot: Arc<Slot>, projection: Option<Vec<usize>>) -> Self {
         let schema = match &projection {
-            Some(p) => Arc::new(slot.schema.project(p).unwrap_or_else(|_| (*slot.schema).clone())),
+            Some(p) => Arc::new(
+                slot.schema
+                    .project(p)
+                    .unwrap_or_else(|_| (*slot.schema).clone()),
+            ),
             None => slot.schema.clone(),
         };
         let props = Arc::new(PlanProperties::new(

@@ -71,7 +71,10 @@ impl WindowSpec {
             DataFusionError::Plan(format!(
                 "DESCRIPTOR(`{}`): no such column{}",
                 self.time_col,
-                crate::errors::suggest(&self.time_col, schema.fields().iter().map(|f| f.name().as_str()))
+                crate::errors::suggest(
+                    &self.time_col,
+                    schema.fields().iter().map(|f| f.name().as_str())
+                )
             ))
         })?;
         if !matches!(f.data_type(), DataType::Timestamp(..)) {
@@ -86,7 +89,10 @@ impl WindowSpec {
                 if schema.field_with_name(k).is_err() {
                     return Err(DataFusionError::Plan(format!(
                         "PARTITION BY `{k}`: no such column{}",
-                        crate::errors::suggest(k, schema.fields().iter().map(|f| f.name().as_str()))
+                        crate::errors::suggest(
+                            k,
+                            schema.fields().iter().map(|f| f.name().as_str())
+                        )
                     )));
                 }
             }
@@ -183,7 +189,9 @@ pub fn interval_ms(e: &Expr) -> DfResult<i64> {
         }
     };
     if ms <= 0 {
-        return Err(DataFusionError::Plan("a window interval must be positive".into()));
+        return Err(DataFusionError::Plan(
+            "a window interval must be positive".into(),
+        ));
     }
     Ok(ms)
 }
@@ -250,7 +258,10 @@ impl TableFunctionImpl for WindowFunction {
             ),
             _ => (Vec::new(), a.get(1..).unwrap_or(&[])),
         };
-        let time_col = rest.first().and_then(string_arg).ok_or_else(|| self.usage())?;
+        let time_col = rest
+            .first()
+            .and_then(string_arg)
+            .ok_or_else(|| self.usage())?;
         let kind = match (self.name, &rest[1..]) {
             ("tumble", [size]) => WindowKind::Tumble {
                 size: interval_ms(size)?,
@@ -297,7 +308,11 @@ pub fn merge_sessions(batch: &RecordBatch, keys: &[String]) -> DfResult<RecordBa
     let starts = batch.column(si).as_primitive::<TimestampMillisecondType>();
     let ends = batch.column(ei).as_primitive::<TimestampMillisecondType>();
     let mut order: Vec<usize> = (0..batch.num_rows()).collect();
-    order.sort_by(|&a, &b| rows.row(a).cmp(&rows.row(b)).then(starts.value(a).cmp(&starts.value(b))));
+    order.sort_by(|&a, &b| {
+        rows.row(a)
+            .cmp(&rows.row(b))
+            .then(starts.value(a).cmp(&starts.value(b)))
+    });
     let mut new_start = vec![0i64; batch.num_rows()];
     let mut new_end = vec![0i64; batch.num_rows()];
     let mut i = 0;
@@ -346,25 +361,47 @@ mod tests {
     fn bounds(b: &RecordBatch) -> Vec<(i64, i64)> {
         let s = b.column(2).as_primitive::<TimestampMillisecondType>();
         let e = b.column(3).as_primitive::<TimestampMillisecondType>();
-        (0..b.num_rows()).map(|i| (s.value(i), e.value(i))).collect()
+        (0..b.num_rows())
+            .map(|i| (s.value(i), e.value(i)))
+            .collect()
     }
 
     #[test]
     fn tumble_hop_session() {
         let b = batch(&[0, 999, 1000, -1], &[1, 1, 1, 1]);
-        let spec = WindowSpec { kind: WindowKind::Tumble { size: 1000 }, time_col: "ts".into() };
+        let spec = WindowSpec {
+            kind: WindowKind::Tumble { size: 1000 },
+            time_col: "ts".into(),
+        };
         let out = spec.assign(&b, &spec.schema(&b.schema()).unwrap()).unwrap();
-        assert_eq!(bounds(&out), vec![(0, 1000), (0, 1000), (1000, 2000), (-1000, 0)]);
-        let spec = WindowSpec { kind: WindowKind::Hop { slide: 500, size: 1000 }, time_col: "ts".into() };
-        let out = spec.assign(&batch(&[700], &[1]), &spec.schema(&b.schema()).unwrap()).unwrap();
+        assert_eq!(
+            bounds(&out),
+            vec![(0, 1000), (0, 1000), (1000, 2000), (-1000, 0)]
+        );
+        let spec = WindowSpec {
+            kind: WindowKind::Hop {
+                slide: 500,
+                size: 1000,
+            },
+            time_col: "ts".into(),
+        };
+        let out = spec
+            .assign(&batch(&[700], &[1]), &spec.schema(&b.schema()).unwrap())
+            .unwrap();
         assert_eq!(bounds(&out), vec![(0, 1000), (500, 1500)]);
         let spec = WindowSpec {
-            kind: WindowKind::Session { gap: 100, keys: vec!["k".into()] },
+            kind: WindowKind::Session {
+                gap: 100,
+                keys: vec!["k".into()],
+            },
             time_col: "ts".into(),
         };
         let b = batch(&[0, 50, 300, 20], &[1, 1, 1, 2]);
         let out = spec.assign(&b, &spec.schema(&b.schema()).unwrap()).unwrap();
         let merged = merge_sessions(&out, &["k".into()]).unwrap();
-        assert_eq!(bounds(&merged), vec![(0, 150), (0, 150), (300, 400), (20, 120)]);
+        assert_eq!(
+            bounds(&merged),
+            vec![(0, 150), (0, 150), (300, 400), (20, 120)]
+        );
     }
 }

@@ -112,7 +112,7 @@ impl Decoder {
     }
 
     /// The output schema: columns then metadata.
-    pub fn schema(&self) -> &SchemaRef {
+    pub fn full_schema(&self) -> &SchemaRef {
         &self.full
     }
 

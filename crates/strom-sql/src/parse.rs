@@ -251,7 +251,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result
         ("INSERT", "INTO") => parse_insert(tokens)?,
         ("DROP", "STREAM") | ("DROP", "TABLE") => parse_drop(tokens)?,
         ("TERMINATE", _) => {
-            let rest: Vec<&TokenWithSpan> = solid[1..].iter().copied().collect();
+            let rest: Vec<&TokenWithSpan> = solid[1..].to_vec();
             match rest.as_slice() {
                 [t] => match &t.token {
                     Token::Word(w)

@@ -180,7 +180,7 @@ impl TableInput {
             return Ok(None);
         }
         self.changed = false;
-        let schema = self.decoder.schema().clone();
+        let schema = self.decoder.full_schema().clone();
         if self.latest.is_empty() {
             self.batches.clear();
             return Ok(Some(Vec::new()));
@@ -227,7 +227,7 @@ async fn open_table(
         .key
         .clone()
         .ok_or_else(|| SqlError::Internal("table without key".into()))?;
-    let key_col = decoder.schema().index_of(&key)?;
+    let key_col = decoder.full_schema().index_of(&key)?;
     let mut consumer = Consumer::new(ConsumerConfig::new(bootstrap)).await?;
     let ends = admin
         .list_offsets(std::slice::from_ref(&def.topic), OffsetSpec::Latest)
@@ -269,7 +269,7 @@ enum Sink {
         key_cols: Vec<usize>,
         pending: Vec<DeliveryFuture>,
     },
-    Parquet(ParquetSink),
+    Parquet(Box<ParquetSink>),
     Channel(tokio::sync::mpsc::Sender<Result<RecordBatch>>),
 }
 
@@ -441,7 +441,7 @@ async fn run_inner(
             def,
             pending: Vec::new(),
         },
-        SinkSpec::Parquet(spec) => Sink::Parquet(ParquetSink::new(spec, &ctx.id)),
+        SinkSpec::Parquet(spec) => Sink::Parquet(Box::new(ParquetSink::new(spec, &ctx.id))),
         SinkSpec::Channel(tx) => Sink::Channel(tx),
     };
     let mut config = ConsumerConfig::new(&ctx.bootstrap).auto_commit(false);

@@ -325,6 +325,9 @@ async fn run_plan(
     plan: &Arc<dyn ExecutionPlan>,
     task: &Arc<TaskContext>,
 ) -> DfResult<Vec<RecordBatch>> {
+    // Operators keep state from their last execution (a hash join keeps its build side): every
+    // micro-batch runs on freshly reset nodes.
+    let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan.clone())?;
     let stream = plan.execute(0, task.clone())?;
     stream.try_collect().await
 }

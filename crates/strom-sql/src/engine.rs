@@ -629,7 +629,8 @@ impl Engine {
     }
 
     fn describe(&self, name: &str) -> Result<Output> {
-        let def = self.sources.lock().get(name).cloned().ok_or_else(|| {
+        let found = self.sources.lock().get(name).cloned();
+        let def = found.ok_or_else(|| {
             SqlError::Statement(format!(
                 "unknown stream or table `{name}`{}",
                 crate::errors::suggest(name, self.sources.lock().keys().map(String::as_str))
@@ -944,7 +945,8 @@ impl Engine {
                 }
             }
             Target::Insert(ref name) => {
-                let def = self.sources.lock().get(name).cloned().ok_or_else(|| {
+                let found = self.sources.lock().get(name).cloned();
+                let def = found.ok_or_else(|| {
                     SqlError::Statement(format!(
                         "unknown stream `{name}`{}: CREATE STREAM it first, or use CREATE STREAM {name} AS SELECT",
                         crate::errors::suggest(name, self.sources.lock().keys().map(String::as_str))

@@ -677,7 +677,10 @@ pub async fn run(b: NexmarkBench) -> anyhow::Result<Vec<Row>> {
         load(&bootstrap, &data).await?;
         eprintln!("produced {} records in {:.1?}", b.events, t.elapsed());
         let outcomes = streaming(&b, &bootstrap, &queries, &data).await;
-        drop(strom);
+        // Stopped before the scratch directory goes, so that nothing writes into it after.
+        if let Err(e) = strom.shutdown().await {
+            eprintln!("stopping the embedded broker: {e}");
+        }
         outcomes
     };
 
@@ -738,8 +741,10 @@ pub async fn run(b: NexmarkBench) -> anyhow::Result<Vec<Row>> {
             ("batch (Arrow)", &r.batch_arrow),
             ("batch (JSON)", &r.batch_json),
         ] {
-            if let Outcome::Failed(why) = outcome {
-                println!("{} {side}: {why}", r.query);
+            match outcome {
+                Outcome::Failed(_) if b.batch_only && side == "streaming" => {}
+                Outcome::Failed(why) => println!("{} {side}: {why}", r.query),
+                Outcome::Ran { .. } => {}
             }
         }
     }
@@ -805,10 +810,10 @@ mod tests {
                 assert_eq!(a, 55_200, "{}", q.name);
             }
             assert!(a > 0, "{} has no rows", q.name);
-            // At most one row per auction (q3) or person (q8).
+            // At most one row per auction: q3 joins it with its seller, q8 with its seller in
+            // the same window (person ids are unique).
             let most = match q.name {
-                "q3" => data.count(EventKind::Auction),
-                "q8" => data.count(EventKind::Person),
+                "q3" | "q8" => data.count(EventKind::Auction),
                 _ => u64::MAX,
             };
             assert!(a <= most, "{}: {a} rows", q.name);

@@ -124,6 +124,14 @@ async fn ddl_adhoc_and_errors() {
         got[0].starts_with("name=orders topic=orders format=json"),
         "{got:?}"
     );
+    // Strom's own topics (the catalog) are listed only when asked for.
+    let got = rows(&e, "SHOW TOPICS").await;
+    assert_eq!(got, vec!["name=orders partitions=2"]);
+    let got = rows(&e, "SHOW ALL TOPICS").await;
+    assert!(
+        got.contains(&"name=_strom_sql_catalog partitions=1".to_string()),
+        "{got:?}"
+    );
     let err = e
         .execute("SELECT amout FROM orders")
         .await

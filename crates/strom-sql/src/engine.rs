@@ -538,13 +538,14 @@ impl Engine {
     async fn show(&self, what: ShowWhat) -> Result<Output> {
         let strings = |v: Vec<String>| Arc::new(StringArray::from(v)) as ArrayRef;
         let (fields, cols): (Vec<Field>, Vec<ArrayRef>) = match what {
-            ShowWhat::Topics => {
+            ShowWhat::Topics | ShowWhat::AllTopics => {
+                let all = what == ShowWhat::AllTopics;
                 let mut topics: Vec<(String, i32)> = self
                     .admin
                     .list_topics()
                     .await?
                     .iter()
-                    .filter(|t| !t.internal && !t.name.starts_with("__"))
+                    .filter(|t| all || !is_internal_topic(&t.name, t.internal))
                     .map(|t| (t.name.clone(), t.partitions.len() as i32))
                     .collect();
                 topics.sort();
@@ -1090,4 +1091,10 @@ pub fn sql_type_name(t: &DataType) -> String {
         DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
         other => other.to_string(),
     }
+}
+
+/// Topics `SHOW TOPICS` leaves out: Kafka's internal ones (`__consumer_offsets`) and the ones
+/// Strom SQL keeps for itself (its catalog, each query's state).
+fn is_internal_topic(name: &str, internal: bool) -> bool {
+    internal || name.starts_with("__") || name.starts_with("_strom_")
 }

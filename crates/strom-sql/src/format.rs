@@ -171,7 +171,10 @@ impl Decoder {
                         buf = &buf[n..];
                     }
                     d.decode(b"\n")?;
-                    if d.len() != before + 1 {
+                    // The decoder stops taking bytes once a batch is full: what it left must
+                    // not be a second object.
+                    let rest_is_blank = buf.iter().all(u8::is_ascii_whitespace);
+                    if d.len() != before + 1 || !rest_is_blank {
                         return Err(SqlError::Format("a record is not one JSON object".into()));
                     }
                 }

@@ -50,8 +50,10 @@ pub enum ShowWhat {
     Tables,
     /// `SHOW QUERIES`.
     Queries,
-    /// `SHOW TOPICS`.
+    /// `SHOW TOPICS`: the topics users made, not Strom's or Kafka's internal ones.
     Topics,
+    /// `SHOW ALL TOPICS`: every topic, internal ones included.
+    AllTopics,
 }
 
 /// A parsed query with the text it came from.
@@ -219,13 +221,9 @@ fn parse_one(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result
         (Some(f), Some(l)) => (f.span.start, l.span.end),
         _ => return Err(SqlError::Internal("empty statement".into())),
     };
-    // Spans are inclusive: the text runs through the last token's last character.
-    let (from, last_at) = (index.offset(sql, first), index.offset(sql, last));
-    let to = sql[last_at..]
-        .chars()
-        .next()
-        .map_or(last_at, |c| last_at + c.len_utf8())
-        .max(from);
+    // A span ends just after its token's last character.
+    let from = index.offset(sql, first);
+    let to = index.offset(sql, last).clamp(from, sql.len());
     let text = sql[from..to].to_string();
     let idents = solid
         .iter()
@@ -276,14 +274,15 @@ fn parse_one(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result
                 }
             }
         }
-        ("SHOW", what) if solid.len() == 2 => match what {
-            "STREAMS" => Stmt::Show(ShowWhat::Streams),
-            "TABLES" => Stmt::Show(ShowWhat::Tables),
-            "QUERIES" => Stmt::Show(ShowWhat::Queries),
-            "TOPICS" => Stmt::Show(ShowWhat::Topics),
+        ("SHOW", "ALL") if solid.len() == 3 && w(2) == "TOPICS" => Stmt::Show(ShowWhat::AllTopics),
+        ("SHOW", what) => match what {
+            "STREAMS" if solid.len() == 2 => Stmt::Show(ShowWhat::Streams),
+            "TABLES" if solid.len() == 2 => Stmt::Show(ShowWhat::Tables),
+            "QUERIES" if solid.len() == 2 => Stmt::Show(ShowWhat::Queries),
+            "TOPICS" if solid.len() == 2 => Stmt::Show(ShowWhat::Topics),
             _ => {
                 return Err(SqlError::Statement(format!(
-                    "SHOW what? STREAMS, TABLES, QUERIES or TOPICS (at {})",
+                    "SHOW what? STREAMS, TABLES, QUERIES, TOPICS or ALL TOPICS (at {})",
                     at(solid[1].span.start)
                 )))
             }
@@ -685,6 +684,14 @@ mod tests {
             "{}",
             q.query
         );
+    }
+
+    #[test]
+    fn show_all_topics_includes_internal_ones() {
+        let v = parse_script("SHOW ALL TOPICS; show topics").unwrap();
+        assert!(matches!(v[0].stmt, Stmt::Show(ShowWhat::AllTopics)));
+        assert!(matches!(v[1].stmt, Stmt::Show(ShowWhat::Topics)));
+        assert!(parse_script("SHOW ALL STREAMS").is_err());
     }
 
     #[test]

@@ -93,6 +93,10 @@ impl AggState {
                 fields.push(SortField::new(e.data_type(input)?));
             }
         }
+        if key_idx.is_empty() {
+            // Only window columns (or none): one constant column stands for the key.
+            fields.push(SortField::new(arrow::datatypes::DataType::Boolean));
+        }
         if start_idx.is_some() && end_idx.is_none() {
             return Err(DataFusionError::Plan(
                 "GROUP BY window_start needs window_end too: GROUP BY window_start, window_end, .."
@@ -155,11 +159,15 @@ impl AggState {
             .iter()
             .map(|(e, _)| e.evaluate(batch).and_then(|v| v.into_array(n)))
             .collect::<DfResult<_>>()?;
-        let keys: Vec<ArrayRef> = self
-            .key_idx
-            .iter()
-            .map(|&i| group_vals[i].clone())
-            .collect();
+        let keys: Vec<ArrayRef> = if self.key_idx.is_empty() {
+            // Rows need a column to count them: all groups of a window are one.
+            vec![Arc::new(BooleanArray::from(vec![true; n]))]
+        } else {
+            self.key_idx
+                .iter()
+                .map(|&i| group_vals[i].clone())
+                .collect()
+        };
         let rows = self.conv.convert_columns(&keys)?;
         let times = |i: Option<usize>| -> DfResult<Option<TimestampMillisecondArray>> {
             match i {
@@ -462,6 +470,10 @@ impl AggState {
                 arrays.push(v.to_array()?);
             }
         }
+        if arrays.is_empty() {
+            // A grouping without aggregates (the inner half of a COUNT(DISTINCT ..)).
+            return Ok(Some(Vec::new()));
+        }
         let conv = RowConverter::new(
             arrays
                 .iter()
@@ -496,12 +508,14 @@ impl AggState {
             counts.push(f.len());
             fields.extend(f.iter().map(|f| SortField::new(f.data_type().clone())));
         }
-        let conv = RowConverter::new(fields)?;
-        let arrays = conv.convert_rows([conv.parser().parse(state)])?;
-        let mut at = 0;
-        for (acc, n) in accs.iter_mut().zip(counts) {
-            acc.merge_batch(&arrays[at..at + n])?;
-            at += n;
+        if !fields.is_empty() {
+            let conv = RowConverter::new(fields)?;
+            let arrays = conv.convert_rows([conv.parser().parse(state)])?;
+            let mut at = 0;
+            for (acc, n) in accs.iter_mut().zip(counts) {
+                acc.merge_batch(&arrays[at..at + n])?;
+                at += n;
+            }
         }
         let k = GroupKey { end, start, row };
         if self.end_idx.is_some() {

@@ -11,17 +11,22 @@
 //! time bound (the largest interval in its condition, or the window size of a window join)
 //! allows them to match. A join with a table runs against the table's current rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::JoinType;
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures_util::TryStreamExt;
@@ -29,7 +34,7 @@ use futures_util::TryStreamExt;
 use crate::agg::{AggSpec, AggState};
 use crate::catalog::SourceDef;
 use crate::slot::{Slot, SlotExec};
-use crate::window::{WindowKind, WINDOW_END};
+use crate::window::{WindowKind, WINDOW_END, WINDOW_START};
 use crate::{Result, SqlError};
 
 /// One input of a running query: a slot and what feeds it.
@@ -42,14 +47,35 @@ pub struct Input {
     pub retained: Vec<RecordBatch>,
 }
 
+/// One stateful aggregation of a continuous query.
+pub struct Stage {
+    /// The plan below it: run on each micro-batch of new input rows.
+    pub pre: Arc<dyn ExecutionPlan>,
+    /// Its groups' accumulators.
+    pub state: AggState,
+    /// Where the rows it emits go for the plan above.
+    pub slot: Arc<Slot>,
+}
+
+/// The aggregations of a continuous query and the plan above them.
+pub struct Aggregation {
+    /// The lowest aggregations (those with no aggregation below them), each kept by Strom.
+    pub stages: Vec<Stage>,
+    /// The plan above them, over their emitted rows. With more than one stage, or an
+    /// aggregation or join above one, every stage is windowed with final results, and what is
+    /// above groups and joins by window: a window's rows all close in the same micro-batch, so
+    /// the plan above sees each window whole.
+    pub post: Arc<dyn ExecutionPlan>,
+}
+
 /// A continuous query, planned.
 pub struct Pipeline {
     /// Inputs, in the order the plan scans them.
     pub inputs: Vec<Input>,
-    /// The plan below the aggregation (or the whole plan).
+    /// Without aggregation, the whole plan.
     pub pre: Arc<dyn ExecutionPlan>,
-    /// The aggregation and the plan above it.
-    pub agg: Option<(AggState, Arc<Slot>, Arc<dyn ExecutionPlan>)>,
+    /// The aggregations and the plan above them.
+    pub agg: Option<Aggregation>,
     /// Output schema.
     pub schema: SchemaRef,
     /// For a stream-stream join: how long rows are retained, in ms.
@@ -61,6 +87,8 @@ pub struct Pipeline {
     /// Count of late rows.
     pub late: u64,
 }
+
+type Plan = Arc<dyn ExecutionPlan>;
 
 fn unsupported(what: &str) -> SqlError {
     SqlError::Unsupported(format!("{what} in a continuous query"))
@@ -102,24 +130,6 @@ pub async fn plan(
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    // A join above an aggregation would need its inputs' updates retracted: not per batch.
-    physical.apply(|node| {
-        if node.name().contains("Join") {
-            let mut below = false;
-            for c in node.children() {
-                c.apply(|n| {
-                    below |= n.is::<AggregateExec>();
-                    Ok(TreeNodeRecursion::Continue)
-                })?;
-            }
-            if below {
-                problem.get_or_insert(unsupported(
-                    "a join with an aggregate's result (write the aggregate to a topic with its own query, then join that)",
-                ));
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
     if let Some(p) = problem {
         return Err(p);
     }
@@ -151,83 +161,265 @@ pub async fn plan(
             late: 0,
         });
     }
-    // The top aggregation; with two phases, its partial half has the raw input.
-    let top = aggs[0].clone();
-    let top_agg = top
-        .downcast_ref::<AggregateExec>()
-        .ok_or_else(|| SqlError::Internal("aggregate".into()))?;
-    let bottom: Arc<dyn ExecutionPlan> = match top_agg.mode() {
-        AggregateMode::Final | AggregateMode::FinalPartitioned => aggs
-            .iter()
-            .skip(1)
-            .find(|a| {
-                a.downcast_ref::<AggregateExec>()
-                    .is_some_and(|a| *a.mode() == AggregateMode::Partial)
-            })
-            .cloned()
-            .ok_or_else(|| SqlError::Internal("final aggregate without partial".into()))?,
-        _ => top.clone(),
-    };
-    let expected = if Arc::ptr_eq(&bottom, &top) { 1 } else { 2 };
-    if aggs.len() > expected {
-        return Err(unsupported(
-            "an aggregate over another aggregate (or DISTINCT inside a GROUP BY): split it into two queries through a topic",
-        ));
-    }
-    let part = bottom
-        .downcast_ref::<AggregateExec>()
-        .ok_or_else(|| SqlError::Internal("aggregate".into()))?;
-    if part.group_expr().has_grouping_set() {
-        return Err(unsupported("GROUPING SETS, CUBE and ROLLUP"));
-    }
-    let pre = part.input().clone();
+    // The lowest aggregations become stages; the plan above them runs on what they emit.
+    let mut found = Vec::new();
+    find_stages(&physical, &mut found)?;
     let session = used.iter().any(|s| {
         matches!(
             s.binding.window.as_ref().map(|w| &w.kind),
             Some(WindowKind::Session { .. })
         )
     });
-    let spec = AggSpec {
-        group: part.group_expr().expr().to_vec(),
-        aggs: part.aggr_expr().to_vec(),
-        filters: part.filter_expr().to_vec(),
-        out_schema: top.schema(),
-        session,
-        emit_changes,
-    };
-    let state = AggState::new(spec, &pre.schema())?;
-    let post_slot = Slot::new(
-        top.schema(),
-        crate::slot::Binding {
-            source: "aggregate".into(),
-            table: false,
-            window: None,
-        },
-    );
-    let leaf: Arc<dyn ExecutionPlan> = Arc::new(SlotExec::new(post_slot.clone(), None));
+    let mut stages = Vec::new();
+    for (top, bottom) in &found {
+        let part = bottom
+            .downcast_ref::<AggregateExec>()
+            .ok_or_else(|| SqlError::Internal("aggregate".into()))?;
+        if part.group_expr().has_grouping_set() {
+            return Err(unsupported("GROUPING SETS, CUBE and ROLLUP"));
+        }
+        let pre = part.input().clone();
+        let spec = AggSpec {
+            group: part.group_expr().expr().to_vec(),
+            aggs: part.aggr_expr().to_vec(),
+            filters: part.filter_expr().to_vec(),
+            out_schema: top.schema(),
+            session,
+            emit_changes,
+        };
+        let state = AggState::new(spec, &pre.schema())?;
+        let slot = Slot::new(
+            top.schema(),
+            crate::slot::Binding {
+                source: "aggregate".into(),
+                table: false,
+                window: None,
+            },
+        );
+        stages.push(Stage { pre, state, slot });
+    }
+    let leaves: Vec<Arc<dyn ExecutionPlan>> = stages
+        .iter()
+        .map(|s| Arc::new(SlotExec::new(s.slot.clone(), None)) as Arc<dyn ExecutionPlan>)
+        .collect();
     let post = physical
-        .transform_down(|node| {
-            if Arc::ptr_eq(&node, &top) {
-                Ok(Transformed::new(
-                    leaf.clone(),
+        .clone()
+        .transform_down(
+            |node| match found.iter().position(|(top, _)| Arc::ptr_eq(&node, top)) {
+                Some(i) => Ok(Transformed::new(
+                    leaves[i].clone(),
                     true,
                     TreeNodeRecursion::Jump,
-                ))
-            } else {
-                Ok(Transformed::no(node))
-            }
-        })?
+                )),
+                None => Ok(Transformed::no(node)),
+            },
+        )?
         .data;
+    check_above_stages(&post, &stages, &leaves, emit_changes)?;
     Ok(Pipeline {
         inputs,
-        pre,
-        agg: Some((state, post_slot, post)),
+        pre: physical,
+        agg: Some(Aggregation { stages, post }),
         schema,
         join_retention,
         task,
         late_rows: Vec::new(),
         late: 0,
     })
+}
+
+/// Finds the lowest aggregations under `node`: (top, the half with the raw input) pairs. A
+/// two-phase aggregation is a final half over a partial half.
+fn find_stages(node: &Arc<dyn ExecutionPlan>, out: &mut Vec<(Plan, Plan)>) -> Result<()> {
+    let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+        for c in node.children() {
+            find_stages(c, out)?;
+        }
+        return Ok(());
+    };
+    let bottom = match agg.mode() {
+        AggregateMode::Final | AggregateMode::FinalPartitioned => {
+            let mut partial = None;
+            agg.input().apply(|n| {
+                if n.is::<AggregateExec>() {
+                    partial = Some(n.clone());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+            partial.ok_or_else(|| SqlError::Internal("final aggregate without partial".into()))?
+        }
+        _ => node.clone(),
+    };
+    let below = bottom
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| SqlError::Internal("aggregate".into()))?
+        .input()
+        .clone();
+    let mut nested = false;
+    below.apply(|n| {
+        nested |= n.is::<AggregateExec>();
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if nested {
+        find_stages(&below, out)
+    } else {
+        out.push((node.clone(), bottom));
+        Ok(())
+    }
+}
+
+/// Refuses what cannot run per micro-batch above the stages: the plan above sees only what
+/// the stages emitted in this batch, so an aggregation or join there must group or join by
+/// window, over windows that emit once (final results).
+fn check_above_stages(
+    post: &Arc<dyn ExecutionPlan>,
+    stages: &[Stage],
+    leaves: &[Arc<dyn ExecutionPlan>],
+    emit_changes: bool,
+) -> Result<()> {
+    let mut stateful_above = stages.len() > 1;
+    post.apply(|n| {
+        stateful_above |= n.is::<AggregateExec>() || n.name().contains("Join");
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if !stateful_above {
+        return Ok(());
+    }
+    let over = "an aggregate over another aggregate, or a join with one,";
+    if emit_changes {
+        return Err(unsupported(&format!(
+            "EMIT CHANGES with {over} (their rows would change after the fact)"
+        )));
+    }
+    if stages.iter().any(|s| !s.state.windowed()) {
+        return Err(unsupported(&format!(
+            "{over} unless the inner aggregate is windowed (GROUP BY window_start, window_end, ..): split it into two queries through a topic"
+        )));
+    }
+    let mut problem: Option<SqlError> = None;
+    post.apply(|n| {
+        if let Some(s) = n.downcast_ref::<SlotExec>() {
+            let is_stage = leaves.iter().any(|l| Arc::ptr_eq(l, n));
+            if !is_stage && !s.slot().binding.table {
+                problem.get_or_insert(unsupported(
+                    "a join of a stream with an aggregate's result (write the aggregate to a topic with its own query, then join that)",
+                ));
+            }
+        } else if let Some(a) = n.downcast_ref::<AggregateExec>() {
+            if !matches!(a.mode(), AggregateMode::Final | AggregateMode::FinalPartitioned) {
+                let wins = window_columns(a.input(), leaves);
+                let by_window = a.group_expr().expr().iter().any(|(e, _)| {
+                    e.downcast_ref::<Column>()
+                        .is_some_and(|c| wins.contains(&c.index()))
+                });
+                if !by_window {
+                    problem.get_or_insert(unsupported(&format!(
+                        "{over} unless the outer one groups by the inner one's window (window_start or window_end)"
+                    )));
+                }
+            }
+        } else if let Some(j) = n.downcast_ref::<HashJoinExec>() {
+            let (l, r) = (
+                window_columns(j.left(), leaves),
+                window_columns(j.right(), leaves),
+            );
+            let col = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(Column::index);
+            let on_window = j.on().iter().any(|(a, b)| {
+                col(a).is_some_and(|a| l.contains(&a)) && col(b).is_some_and(|b| r.contains(&b))
+            });
+            if !on_window {
+                problem.get_or_insert(unsupported(&format!(
+                    "{over} unless it joins on the aggregates' window (window_start or window_end)"
+                )));
+            }
+        } else if n.name().contains("Join") {
+            problem.get_or_insert(unsupported(&format!(
+                "{over} unless it is an equi-join on the aggregates' window"
+            )));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(()),
+    }
+}
+
+/// Output columns of `node` that are a stage's `window_start` or `window_end`, passed up
+/// unchanged (renamed or not). Unknown operators pass none.
+fn window_columns(
+    node: &Arc<dyn ExecutionPlan>,
+    leaves: &[Arc<dyn ExecutionPlan>],
+) -> HashSet<usize> {
+    let from = |e: &Arc<dyn PhysicalExpr>, child: &HashSet<usize>| {
+        e.downcast_ref::<Column>()
+            .is_some_and(|c| child.contains(&c.index()))
+    };
+    if leaves.iter().any(|l| Arc::ptr_eq(l, node)) {
+        return node
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name() == WINDOW_END || f.name() == WINDOW_START)
+            .map(|(i, _)| i)
+            .collect();
+    }
+    if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+        let child = window_columns(p.input(), leaves);
+        return p
+            .expr()
+            .iter()
+            .enumerate()
+            .filter(|(_, pe)| from(&pe.expr, &child))
+            .map(|(i, _)| i)
+            .collect();
+    }
+    if let Some(a) = node.downcast_ref::<AggregateExec>() {
+        let child = window_columns(a.input(), leaves);
+        return a
+            .group_expr()
+            .expr()
+            .iter()
+            .enumerate()
+            .filter(|(_, (e, _))| from(e, &child))
+            .map(|(i, _)| i)
+            .collect();
+    }
+    if let Some(j) = node.downcast_ref::<HashJoinExec>() {
+        if *j.join_type() != JoinType::Inner {
+            return HashSet::new();
+        }
+        let l = window_columns(j.left(), leaves);
+        let r = window_columns(j.right(), leaves);
+        let n_left = j.left().schema().fields().len();
+        let joined: Vec<bool> = (0..j.join_schema().fields().len())
+            .map(|i| {
+                if i < n_left {
+                    l.contains(&i)
+                } else {
+                    r.contains(&(i - n_left))
+                }
+            })
+            .collect();
+        return match &j.projection {
+            Some(p) => p
+                .iter()
+                .enumerate()
+                .filter(|(_, &i)| joined.get(i).copied().unwrap_or(false))
+                .map(|(o, _)| o)
+                .collect(),
+            None => (0..joined.len()).filter(|&i| joined[i]).collect(),
+        };
+    }
+    // Operators that pass their one input's rows through with the same columns.
+    match node.children().as_slice() {
+        [child] if child.schema().fields() == node.schema().fields() => {
+            window_columns(child, leaves)
+        }
+        _ => HashSet::new(),
+    }
 }
 
 /// How long a stream-stream join must retain rows, or `None` without such a join.
@@ -260,6 +452,18 @@ fn join_retention(
                 });
                 n
             };
+            let aggregated = |p: &LogicalPlan| {
+                let mut found = false;
+                let _ = p.apply(|x| {
+                    found |= matches!(x, LogicalPlan::Aggregate(_));
+                    Ok(TreeNodeRecursion::Continue)
+                });
+                found
+            };
+            // A join over aggregates' results runs per batch on windows as they close.
+            if aggregated(&j.left) || aggregated(&j.right) {
+                return Ok(TreeNodeRecursion::Continue);
+            }
             if streams(&j.left) > 0 && streams(&j.right) > 0 {
                 let mut bound: Option<i64> = None;
                 if let Some(f) = &j.filter {
@@ -333,6 +537,22 @@ async fn run_plan(
 }
 
 impl Pipeline {
+    /// The plans that read the inputs: the stages' lower halves, or the whole plan.
+    fn pres(&self) -> Vec<Arc<dyn ExecutionPlan>> {
+        match &self.agg {
+            Some(a) => a.stages.iter().map(|s| s.pre.clone()).collect(),
+            None => vec![self.pre.clone()],
+        }
+    }
+
+    /// Runs every lower plan on the slots as they are set, adding each one's rows to `rows`.
+    async fn run_pres(&self, rows: &mut [Vec<RecordBatch>]) -> Result<()> {
+        for (i, pre) in self.pres().iter().enumerate() {
+            rows[i].extend(run_plan(pre, &self.task).await?);
+        }
+        Ok(())
+    }
+
     /// Processes one micro-batch: `fresh[i]` are the new rows of input `i` (tables: their
     /// current rows, or `None` if unchanged). Returns the rows to write.
     pub async fn process(
@@ -341,7 +561,7 @@ impl Pipeline {
         watermark_before: i64,
         watermark_after: i64,
     ) -> Result<Vec<RecordBatch>> {
-        let mut rows = Vec::new();
+        let mut rows: Vec<Vec<RecordBatch>> = vec![Vec::new(); self.pres().len()];
         let stream_inputs: Vec<usize> = (0..self.inputs.len())
             .filter(|&i| !self.inputs[i].slot.binding.table)
             .collect();
@@ -366,11 +586,11 @@ impl Pipeline {
                 all_b.extend(new_b.iter().cloned());
                 self.inputs[a].slot.set(new_a.clone());
                 self.inputs[b].slot.set(all_b);
-                rows.extend(run_plan(&self.pre, &self.task).await?);
+                self.run_pres(&mut rows).await?;
                 // Old left against new right.
                 self.inputs[a].slot.set(self.inputs[a].retained.clone());
                 self.inputs[b].slot.set(new_b.clone());
-                rows.extend(run_plan(&self.pre, &self.task).await?);
+                self.run_pres(&mut rows).await?;
                 self.inputs[a].retained.extend(new_a);
                 self.inputs[b].retained.extend(new_b);
             }
@@ -383,41 +603,49 @@ impl Pipeline {
                 self.inputs[i].slot.set(b);
             }
             if any {
-                rows = run_plan(&self.pre, &self.task).await?;
+                self.run_pres(&mut rows).await?;
             }
         }
         for &i in &stream_inputs {
             self.inputs[i].slot.set(Vec::new());
         }
-        let Some((state, post_slot, post)) = &mut self.agg else {
-            return Ok(rows.into_iter().filter(|b| b.num_rows() > 0).collect());
+        let Some(agg) = &mut self.agg else {
+            let rows = rows.into_iter().flatten();
+            return Ok(rows.filter(|b| b.num_rows() > 0).collect());
         };
-        for b in &rows {
-            let late = state.update(b, watermark_before)?;
-            if !late.is_empty() {
-                self.late += late.len() as u64;
-                let idx = arrow::array::UInt32Array::from(late);
-                let cols = b
-                    .columns()
-                    .iter()
-                    .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.late_rows.push(RecordBatch::try_new(b.schema(), cols)?);
+        let mut any_emitted = false;
+        for (stage, rows) in agg.stages.iter_mut().zip(rows) {
+            for b in &rows {
+                let late = stage.state.update(b, watermark_before)?;
+                if !late.is_empty() {
+                    self.late += late.len() as u64;
+                    let idx = arrow::array::UInt32Array::from(late);
+                    let cols = b
+                        .columns()
+                        .iter()
+                        .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    self.late_rows.push(RecordBatch::try_new(b.schema(), cols)?);
+                }
             }
+            let mut emitted = Vec::new();
+            if let Some(c) = stage.state.take_changes()? {
+                emitted.push(c);
+            }
+            if let Some(c) = stage.state.close(watermark_after)? {
+                emitted.push(c);
+            }
+            any_emitted |= !emitted.is_empty();
+            stage.slot.set(emitted);
         }
-        let mut emitted = Vec::new();
-        if let Some(c) = state.take_changes()? {
-            emitted.push(c);
+        let out = if any_emitted {
+            run_plan(&agg.post, &self.task).await?
+        } else {
+            Vec::new()
+        };
+        for stage in &agg.stages {
+            stage.slot.set(Vec::new());
         }
-        if let Some(c) = state.close(watermark_after)? {
-            emitted.push(c);
-        }
-        if emitted.is_empty() {
-            return Ok(Vec::new());
-        }
-        post_slot.set(emitted);
-        let out = run_plan(post, &self.task).await?;
-        post_slot.set(Vec::new());
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
@@ -457,8 +685,37 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Names of the columns the output's rows are grouped by: those of the topmost
+    /// aggregation (the last part of qualified names). Empty when stages are joined without
+    /// an aggregation above them.
+    pub fn group_names(&self) -> Vec<String> {
+        let Some(agg) = &self.agg else {
+            return Vec::new();
+        };
+        let mut top: Option<Vec<String>> = None;
+        let _ = agg.post.apply(|n| {
+            if let Some(a) = n.downcast_ref::<AggregateExec>() {
+                let names = a.group_expr().expr().iter().flat_map(|(e, name)| {
+                    let col = e.downcast_ref::<Column>().map(|c| c.name().to_string());
+                    let short = name.rsplit('.').next().unwrap_or(name).to_string();
+                    col.into_iter().chain(std::iter::once(short))
+                });
+                top = Some(names.collect());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        match (top, agg.stages.as_slice()) {
+            (Some(names), _) => names,
+            (None, [stage]) => stage.state.group_names(),
+            (None, _) => Vec::new(),
+        }
+    }
+
     /// Whether the output is an upsert changelog.
     pub fn updating(&self) -> bool {
-        self.agg.as_ref().is_some_and(|(s, _, _)| s.updating())
+        self.agg
+            .as_ref()
+            .is_some_and(|a| a.stages.iter().any(|s| s.state.updating()))
     }
 }

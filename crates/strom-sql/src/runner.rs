@@ -100,10 +100,7 @@ fn state_topic(id: &str) -> String {
 /// Output columns that form the record key: the `GROUP BY` columns (other than the window's)
 /// that the output keeps under their names.
 pub fn key_columns(p: &Pipeline) -> Vec<usize> {
-    let Some((state, _, _)) = &p.agg else {
-        return Vec::new();
-    };
-    let names = state.group_names();
+    let names = p.group_names();
     p.schema
         .fields()
         .iter()
@@ -606,15 +603,20 @@ async fn commit(
     if !sink.checkpoint(closing).await? {
         return Ok(false);
     }
-    if let Some((state, _, _)) = &mut p.agg {
+    if let Some(agg) = &mut p.agg {
         let topic = state_topic(&ctx.id);
-        let changed: Vec<_> = state.changed.drain().collect();
-        let mut acks = Vec::with_capacity(changed.len() + 1);
-        for k in changed {
-            let key = crate::agg::AggState::encode_key(&k);
-            let mut r = ProducerRecord::new(topic.clone(), Vec::new()).key(key);
-            r.value = state.encode_state(&k)?.map(Into::into);
-            acks.push(ctx.producer.send(r).await?);
+        let mut acks = Vec::new();
+        for (i, stage) in agg.stages.iter_mut().enumerate() {
+            let changed: Vec<_> = stage.state.changed.drain().collect();
+            for k in changed {
+                // Keys are the stage's number, then its group key; the empty key holds the
+                // watermark.
+                let mut key = vec![i as u8];
+                key.extend(crate::agg::AggState::encode_key(&k));
+                let mut r = ProducerRecord::new(topic.clone(), Vec::new()).key(key);
+                r.value = stage.state.encode_state(&k)?.map(Into::into);
+                acks.push(ctx.producer.send(r).await?);
+            }
         }
         acks.push(
             ctx.producer
@@ -673,7 +675,7 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
         let _ = c.close().await;
     }
     let mut watermark = i64::MIN;
-    let Some((state, _, _)) = &mut p.agg else {
+    let Some(agg) = &mut p.agg else {
         return Ok(watermark);
     };
     for (k, v) in latest {
@@ -684,7 +686,11 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
             }
             continue;
         }
-        state.restore(&k, &v)?;
+        let (i, k) = (usize::from(k[0]), &k[1..]);
+        match agg.stages.get_mut(i) {
+            Some(stage) => stage.state.restore(k, &v)?,
+            None => tracing::warn!(query = %ctx.id, stage = i, "state of an unknown stage ignored"),
+        }
     }
     Ok(watermark)
 }

@@ -80,6 +80,11 @@ pub struct Pipeline {
     pub schema: SchemaRef,
     /// For a stream-stream join: how long rows are retained, in ms.
     pub join_retention: Option<i64>,
+    /// Streams read by the plan above the stages (joined with an aggregate's result), and how
+    /// long their rows are retained, in ms.
+    pub post_streams: Vec<usize>,
+    /// How long `post_streams` rows are retained, in ms.
+    pub post_retention: i64,
     /// DataFusion's context for executing the plans.
     pub task: Arc<TaskContext>,
     /// The aggregate input rows that were late (for a late topic), since the last take.
@@ -110,7 +115,7 @@ pub async fn plan(
             "a continuous query must read a stream (this one reads only tables, or nothing)".into(),
         ));
     }
-    let join_retention = join_retention(&logical, &used, defs)?;
+    let (join_retention, post_retention) = join_retention(&logical, &used, defs)?;
     let schema = physical.schema();
     // Find the aggregations and anything that cannot run per batch.
     let mut aggs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -156,6 +161,8 @@ pub async fn plan(
             agg: None,
             schema,
             join_retention,
+            post_streams: Vec::new(),
+            post_retention: 0,
             task,
             late_rows: Vec::new(),
             late: 0,
@@ -215,13 +222,32 @@ pub async fn plan(
             },
         )?
         .data;
-    check_above_stages(&post, &stages, &leaves, emit_changes)?;
+    check_above_stages(
+        &post,
+        &stages,
+        &leaves,
+        emit_changes,
+        post_retention.is_some(),
+    )?;
+    let mut post_streams = Vec::new();
+    post.apply(|n| {
+        if let Some(s) = n.downcast_ref::<SlotExec>() {
+            if let Some(i) = inputs.iter().position(|i| Arc::ptr_eq(&i.slot, s.slot())) {
+                if !inputs[i].slot.binding.table && !post_streams.contains(&i) {
+                    post_streams.push(i);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
     Ok(Pipeline {
         inputs,
         pre: physical,
         agg: Some(Aggregation { stages, post }),
         schema,
         join_retention,
+        post_streams,
+        post_retention: post_retention.unwrap_or(0),
         task,
         late_rows: Vec::new(),
         late: 0,
@@ -277,6 +303,7 @@ fn check_above_stages(
     stages: &[Stage],
     leaves: &[Arc<dyn ExecutionPlan>],
     emit_changes: bool,
+    stream_bounded: bool,
 ) -> Result<()> {
     let mut stateful_above = stages.len() > 1;
     post.apply(|n| {
@@ -301,7 +328,7 @@ fn check_above_stages(
     post.apply(|n| {
         if let Some(s) = n.downcast_ref::<SlotExec>() {
             let is_stage = leaves.iter().any(|l| Arc::ptr_eq(l, n));
-            if !is_stage && !s.slot().binding.table {
+            if !is_stage && !s.slot().binding.table && !stream_bounded {
                 problem.get_or_insert(unsupported(
                     "a join of a stream with an aggregate's result (write the aggregate to a topic with its own query, then join that)",
                 ));
@@ -328,7 +355,10 @@ fn check_above_stages(
             let on_window = j.on().iter().any(|(a, b)| {
                 col(a).is_some_and(|a| l.contains(&a)) && col(b).is_some_and(|b| r.contains(&b))
             });
-            if !on_window {
+            // A stream's side: its retained rows meet each window's result once, as it closes.
+            let with_stream = stream_bounded
+                && (!reads_stage(j.left(), leaves) || !reads_stage(j.right(), leaves));
+            if !on_window && !with_stream {
                 problem.get_or_insert(unsupported(&format!(
                     "{over} unless it joins on the aggregates' window (window_start or window_end)"
                 )));
@@ -344,6 +374,16 @@ fn check_above_stages(
         Some(p) => Err(p),
         None => Ok(()),
     }
+}
+
+/// Whether `node` reads a stage's rows.
+fn reads_stage(node: &Arc<dyn ExecutionPlan>, leaves: &[Arc<dyn ExecutionPlan>]) -> bool {
+    let mut found = false;
+    let _ = node.apply(|n| {
+        found |= leaves.iter().any(|l| Arc::ptr_eq(l, n));
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Output columns of `node` that are a stage's `window_start` or `window_end`, passed up
@@ -423,13 +463,30 @@ fn window_columns(
 }
 
 /// How long a stream-stream join must retain rows, or `None` without such a join.
+/// How long joins must retain stream rows: `.0` for a join of two streams, `.1` for a join of
+/// a stream with an aggregate's result (the stream's rows wait for windows to close).
 fn join_retention(
     plan: &LogicalPlan,
     used: &[Arc<Slot>],
     defs: &BTreeMap<String, Arc<SourceDef>>,
-) -> Result<Option<i64>> {
+) -> Result<(Option<i64>, Option<i64>)> {
     let mut out: Option<i64> = None;
+    let mut with_agg: Option<i64> = None;
     let mut err = None;
+    let interval_bound = |f: &Option<Expr>| {
+        let mut bound: Option<i64> = None;
+        if let Some(f) = f {
+            let _ = f.apply(|e| {
+                if let Expr::Literal(v, _) = e {
+                    if let Some(ms) = interval_ms(v) {
+                        bound = Some(bound.map_or(ms, |b| b.max(ms)));
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        bound
+    };
     plan.apply(|node| {
         if let LogicalPlan::Join(j) = node {
             let streams = |p: &LogicalPlan| {
@@ -460,22 +517,28 @@ fn join_retention(
                 });
                 found
             };
-            // A join over aggregates' results runs per batch on windows as they close.
-            if aggregated(&j.left) || aggregated(&j.right) {
-                return Ok(TreeNodeRecursion::Continue);
-            }
-            if streams(&j.left) > 0 && streams(&j.right) > 0 {
-                let mut bound: Option<i64> = None;
-                if let Some(f) = &j.filter {
-                    let _ = f.apply(|e| {
-                        if let Expr::Literal(v, _) = e {
-                            if let Some(ms) = interval_ms(v) {
-                                bound = Some(bound.map_or(ms, |b| b.max(ms)));
+            // A join over aggregates' results runs per batch on windows as they close; a
+            // stream joined with one keeps its rows as long as the condition's bound says.
+            match (aggregated(&j.left), aggregated(&j.right)) {
+                (false, false) => {}
+                (true, true) => return Ok(TreeNodeRecursion::Continue),
+                (true, false) | (false, true) => {
+                    let plain = if aggregated(&j.left) { &j.right } else { &j.left };
+                    if streams(plain) > 0 {
+                        match interval_bound(&j.filter) {
+                            Some(b) => with_agg = Some(with_agg.map_or(b, |o| o.max(b))),
+                            None => {
+                                err = Some(SqlError::Unsupported(
+                                    "a join of a stream with an aggregate's result needs a time bound on the stream's rows, e.g. `WHERE s.ts BETWEEN w.window_end - INTERVAL '10' SECOND AND w.window_end`".into(),
+                                ));
                             }
                         }
-                        Ok(TreeNodeRecursion::Continue)
-                    });
+                    }
+                    return Ok(TreeNodeRecursion::Continue);
                 }
+            }
+            if streams(&j.left) > 0 && streams(&j.right) > 0 {
+                let bound = interval_bound(&j.filter);
                 // A window join: rows match within their window.
                 let win = used
                     .iter()
@@ -504,7 +567,7 @@ fn join_retention(
     })?;
     match err {
         Some(e) => Err(e),
-        None => Ok(out),
+        None => Ok((out, with_agg)),
     }
 }
 
@@ -600,6 +663,9 @@ impl Pipeline {
             for &i in &stream_inputs {
                 let b = news.remove(&i).unwrap_or_default();
                 any |= !b.is_empty();
+                if self.post_streams.contains(&i) {
+                    self.inputs[i].retained.extend(b.iter().cloned());
+                }
                 self.inputs[i].slot.set(b);
             }
             if any {
@@ -638,6 +704,9 @@ impl Pipeline {
             any_emitted |= !emitted.is_empty();
             stage.slot.set(emitted);
         }
+        for &i in &self.post_streams {
+            self.inputs[i].slot.set(self.inputs[i].retained.clone());
+        }
         let out = if any_emitted {
             run_plan(&agg.post, &self.task).await?
         } else {
@@ -645,6 +714,13 @@ impl Pipeline {
         };
         for stage in &agg.stages {
             stage.slot.set(Vec::new());
+        }
+        // Windows that close later end after this watermark: rows older than it by more than
+        // the join's bound cannot meet them.
+        let post_streams = self.post_streams.clone();
+        for i in post_streams {
+            self.inputs[i].slot.set(Vec::new());
+            self.evict_input(i, watermark_after.saturating_sub(self.post_retention))?;
         }
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
@@ -655,33 +731,40 @@ impl Pipeline {
             return Ok(());
         };
         let limit = watermark.saturating_sub(keep);
-        for input in &mut self.inputs {
-            if input.retained.is_empty() {
-                continue;
-            }
-            let col = match &input.slot.binding.window {
-                Some(_) => WINDOW_END.to_string(),
-                None => input.def.time_column().to_string(),
-            };
-            let mut kept = Vec::new();
-            for b in input.retained.drain(..) {
-                let t = crate::window::times(&b, &col)?;
-                let mask: arrow::array::BooleanArray = t
-                    .iter()
-                    .map(|v| Some(v.is_none_or(|v| v >= limit)))
-                    .collect();
-                let f = arrow::compute::filter_record_batch(&b, &mask)?;
-                if f.num_rows() > 0 {
-                    kept.push(f);
-                }
-            }
-            // Fewer, larger batches keep each run cheap.
-            if kept.len() > 16 {
-                let schema = kept[0].schema();
-                kept = vec![arrow::compute::concat_batches(&schema, &kept)?];
-            }
-            input.retained = kept;
+        for i in 0..self.inputs.len() {
+            self.evict_input(i, limit)?;
         }
+        Ok(())
+    }
+
+    /// Drops input `i`'s retained rows older than `limit`.
+    fn evict_input(&mut self, i: usize, limit: i64) -> Result<()> {
+        let input = &mut self.inputs[i];
+        if input.retained.is_empty() {
+            return Ok(());
+        }
+        let col = match &input.slot.binding.window {
+            Some(_) => WINDOW_END.to_string(),
+            None => input.def.time_column().to_string(),
+        };
+        let mut kept = Vec::new();
+        for b in input.retained.drain(..) {
+            let t = crate::window::times(&b, &col)?;
+            let mask: arrow::array::BooleanArray = t
+                .iter()
+                .map(|v| Some(v.is_none_or(|v| v >= limit)))
+                .collect();
+            let f = arrow::compute::filter_record_batch(&b, &mask)?;
+            if f.num_rows() > 0 {
+                kept.push(f);
+            }
+        }
+        // Fewer, larger batches keep each run cheap.
+        if kept.len() > 16 {
+            let schema = kept[0].schema();
+            kept = vec![arrow::compute::concat_batches(&schema, &kept)?];
+        }
+        input.retained = kept;
         Ok(())
     }
 

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use arrow::array::{
     ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
@@ -228,7 +230,7 @@ impl Decoder {
 }
 
 /// Encodes each row of `batch` as one record value.
-pub fn encode(format: Format, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+pub fn encode(format: Format, batch: &RecordBatch) -> Result<Vec<Bytes>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
@@ -255,16 +257,27 @@ pub fn encode(format: Format, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
             let fmt =
                 arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())?;
             for i in 0..batch.num_rows() {
-                out.push(fmt.value(i).to_string().into_bytes());
+                out.push(Bytes::from(fmt.value(i).to_string()));
             }
             return Ok(out);
         }
     };
-    Ok(lines
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect())
+    // One buffer for the batch; each record's value is a slice of it.
+    let lines = Bytes::from(lines);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    let mut start = 0;
+    for (i, &b) in lines.iter().enumerate() {
+        if b == b'\n' {
+            if i > start {
+                out.push(lines.slice(start..i));
+            }
+            start = i + 1;
+        }
+    }
+    if start < lines.len() {
+        out.push(lines.slice(start..));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -307,7 +320,7 @@ mod tests {
         let offsets = b.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(offsets.values(), &[0, 2]);
         let out = encode(Format::Json, &b.project(&[0, 1]).unwrap()).unwrap();
-        assert_eq!(out[1], br#"{"id":2,"name":"b"}"#.to_vec());
+        assert_eq!(&out[1][..], br#"{"id":2,"name":"b"}"#);
     }
 
     #[test]
@@ -322,7 +335,7 @@ mod tests {
         let (b, _) = d.decode(&[rec(b"hello", 0)]).unwrap();
         assert_eq!(
             encode(Format::Raw, &b.project(&[0]).unwrap()).unwrap(),
-            vec![b"hello".to_vec()]
+            vec![Bytes::from_static(b"hello")]
         );
         assert!(Decoder::new(Format::Raw, schema()).is_err());
     }

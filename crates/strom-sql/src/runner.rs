@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use strom_client::{
     Admin, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset, OffsetSpec,
     Producer, ProducerRecord, TopicPartition,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::SourceDef;
 use crate::continuous::Pipeline;
@@ -299,7 +300,7 @@ fn row_times(batch: &RecordBatch, time_cols: &[String], fallback: i64) -> Vec<i6
 }
 
 /// Record keys: one column's text, or a JSON object of several.
-fn row_keys(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<Option<Vec<u8>>>> {
+fn row_keys(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<Option<Bytes>>> {
     match cols {
         [] => Ok(vec![None; batch.num_rows()]),
         [c] => {
@@ -308,7 +309,7 @@ fn row_keys(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<Option<Vec<u8>>>>
                 &Default::default(),
             )?;
             Ok((0..batch.num_rows())
-                .map(|i| Some(fmt.value(i).to_string().into_bytes()))
+                .map(|i| Some(Bytes::from(fmt.value(i).to_string())))
                 .collect())
         }
         many => {
@@ -356,7 +357,7 @@ impl Sink {
                 let times = row_times(&batch, time_cols, now);
                 for ((v, k), t) in values.into_iter().zip(keys).zip(times) {
                     let mut r = ProducerRecord::new(def.topic.clone(), v).timestamp(t);
-                    r.key = k.map(Into::into);
+                    r.key = k;
                     pending.push(producer.send(r).await?);
                 }
                 if pending.len() > 50_000 {
@@ -386,6 +387,67 @@ impl Sink {
             Sink::Parquet(p) => p.checkpoint(closing),
             Sink::Channel(_) => Ok(true),
         }
+    }
+}
+
+/// What the query loop asks of its sink task.
+enum SinkMsg {
+    /// Write rows (`now` stands in for a missing row time).
+    Write(RecordBatch, i64),
+    /// Make everything written so far durable; answers whether it could.
+    Checkpoint(bool, oneshot::Sender<Result<bool>>),
+}
+
+/// The sink, run on its own task: encoding and sending one micro-batch's rows overlaps reading
+/// and processing the next. A failed write fails the next request.
+struct SinkTask {
+    tx: mpsc::Sender<SinkMsg>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl SinkTask {
+    fn start(mut sink: Sink, producer: Arc<Producer>, time_cols: Vec<String>) -> SinkTask {
+        // A few batches in flight: enough to overlap, few enough to push back on the reader.
+        let (tx, mut rx) = mpsc::channel::<SinkMsg>(4);
+        let task = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    SinkMsg::Write(b, now) => sink.write(&producer, b, &time_cols, now).await?,
+                    SinkMsg::Checkpoint(closing, reply) => {
+                        let r = sink.checkpoint(closing).await;
+                        let failed = r.is_err();
+                        let _ = reply.send(r);
+                        if failed {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        SinkTask { tx, task }
+    }
+
+    /// The sink task's own error, once it has stopped.
+    async fn failure(&mut self) -> SqlError {
+        match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => SqlError::Internal("the sink stopped".into()),
+            Err(e) => SqlError::Internal(format!("the sink task failed: {e}")),
+        }
+    }
+
+    async fn write(&mut self, b: RecordBatch, now: i64) -> std::result::Result<(), ()> {
+        self.tx.send(SinkMsg::Write(b, now)).await.map_err(|_| ())
+    }
+
+    async fn checkpoint(&mut self, closing: bool) -> std::result::Result<Result<bool>, ()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(SinkMsg::Checkpoint(closing, tx))
+            .await
+            .map_err(|_| ())?;
+        rx.await.map_err(|_| ())
     }
 }
 
@@ -423,7 +485,7 @@ async fn run_inner(
             None => i.def.time_column().to_string(),
         })
         .collect();
-    let mut sink = match sink {
+    let sink = match sink {
         SinkSpec::Topic(def) => Sink::Topic {
             format: def.format()?,
             schema: def.schema()?,
@@ -441,6 +503,12 @@ async fn run_inner(
         SinkSpec::Parquet(spec) => Sink::Parquet(Box::new(ParquetSink::new(spec, &ctx.id))),
         SinkSpec::Channel(tx) => Sink::Channel(tx),
     };
+    // A push query stops when its client goes away.
+    let client = match &sink {
+        Sink::Channel(tx) => Some(tx.clone()),
+        _ => None,
+    };
+    let mut sink = SinkTask::start(sink, ctx.producer.clone(), time_cols.clone());
     let mut config = ConsumerConfig::new(&ctx.bootstrap).auto_commit(false);
     // Micro-batches of a few thousand records amortise each run of the plan.
     config.max_poll_records = 5000;
@@ -490,10 +558,8 @@ async fn run_inner(
             _ = stop.changed() => break,
             r = consumer.poll(Duration::from_millis(100)) => r?,
         };
-        if let Sink::Channel(tx) = &sink {
-            if tx.is_closed() {
-                break;
-            }
+        if client.as_ref().is_some_and(|tx| tx.is_closed()) {
+            break;
         }
         for t in tables.iter_mut() {
             let more = t.consumer.poll(Duration::from_millis(0)).await?;
@@ -511,11 +577,17 @@ async fn run_inner(
             ctx.stats
                 .records_in
                 .fetch_add(recs.len() as u64, Ordering::Relaxed);
-            for r in &recs {
-                positions.insert(
-                    TopicPartition::new(r.topic.clone(), r.partition),
-                    r.offset + 1,
-                );
+            // Records come in runs per partition: one entry per run.
+            for (i, r) in recs.iter().enumerate() {
+                let last_of_run = recs
+                    .get(i + 1)
+                    .is_none_or(|n| n.partition != r.partition || n.topic != r.topic);
+                if last_of_run {
+                    positions.insert(
+                        TopicPartition::new(r.topic.clone(), r.partition),
+                        r.offset + 1,
+                    );
+                }
             }
         }
         let before = watermark(&max_ts, &p, floor);
@@ -557,7 +629,9 @@ async fn run_inner(
                 ctx.stats
                     .rows_out
                     .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                sink.write(&ctx.producer, b, &time_cols, now).await?;
+                if sink.write(b, now).await.is_err() {
+                    return Err(sink.failure().await);
+                }
             }
             if p.late > 0 {
                 ctx.stats.late.fetch_add(p.late, Ordering::Relaxed);
@@ -594,13 +668,17 @@ async fn run_inner(
 async fn commit(
     ctx: &QueryCtx,
     p: &mut Pipeline,
-    sink: &mut Sink,
+    sink: &mut SinkTask,
     consumer: &mut Consumer,
     positions: &BTreeMap<TopicPartition, i64>,
     watermark: i64,
     closing: bool,
 ) -> Result<bool> {
-    if !sink.checkpoint(closing).await? {
+    let ready = match sink.checkpoint(closing).await {
+        Ok(r) => r?,
+        Err(()) => return Err(sink.failure().await),
+    };
+    if !ready {
         return Ok(false);
     }
     if let Some(agg) = &mut p.agg {

@@ -79,3 +79,57 @@ async fn acks_zero_records_are_all_there_after_close() {
     assert_eq!(n, 20_000);
     b.stop().await;
 }
+
+/// `send_batch`: one future for many records, resolved once the broker has every one of them;
+/// a failure (here: the broker goes away) reaches it rather than hanging it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resolves_when_every_record_is_stored_or_one_failed() {
+    use std::time::Duration;
+    use strom::client::{Admin, ClientConfig, NewTopic, OffsetSpec, TopicPartition};
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), |_| {}).await;
+    let admin = Admin::new(ClientConfig::new(&b.bootstrap())).await.unwrap();
+    admin
+        .create_topics(&[NewTopic::new("batched", 3)])
+        .await
+        .unwrap();
+    let p = Producer::new(ProducerConfig::new(&b.bootstrap()))
+        .await
+        .unwrap();
+    let records =
+        (0..30_000).map(|i| ProducerRecord::new("batched", format!("v{i}")).partition(i % 3));
+    p.send_batch(records).await.unwrap().wait().await.unwrap();
+    let ends = admin
+        .list_offsets(&["batched".to_string()], OffsetSpec::Latest)
+        .await
+        .unwrap();
+    for part in 0..3 {
+        assert_eq!(ends[&TopicPartition::new("batched", part)], 10_000);
+    }
+    // An empty batch is done at once.
+    p.send_batch(Vec::new())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+
+    // The broker stops: the next batch fails (within the delivery timeout) instead of hanging.
+    let mut cfg = ProducerConfig::new(&b.bootstrap());
+    cfg.delivery_timeout = Duration::from_secs(2);
+    cfg.max_block = Duration::from_secs(2);
+    let p2 = Producer::new(cfg).await.unwrap();
+    p2.send(ProducerRecord::new("batched", "warm").partition(0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    b.stop().await;
+    let records = (0..100).map(|i| ProducerRecord::new("batched", format!("x{i}")).partition(0));
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        p2.send_batch(records).await?.wait().await
+    })
+    .await
+    .expect("a batch to a stopped broker must fail, not hang");
+    assert!(outcome.is_err(), "{outcome:?}");
+}

@@ -50,6 +50,6 @@ pub use admin::{Admin, NewTopic, OffsetSpec};
 pub use config::{Acks, ClientConfig, ConsumerConfig, ProducerConfig};
 pub use consumer::{Consumer, RebalanceListener};
 pub use error::{Error, Result};
-pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
+pub use producer::{BatchDelivery, DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
 pub use strom_log::Compression;
 pub use types::{ConsumerRecord, Header, IsolationLevel, OffsetReset, TopicPartition};

@@ -123,7 +123,106 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-type Reply = oneshot::Sender<Result<RecordMetadata>>;
+/// Who hears how a record fared.
+enum Reply {
+    /// The sender of one record's [`DeliveryFuture`].
+    One(oneshot::Sender<Result<RecordMetadata>>),
+    /// One record of a [`Producer::send_batch`] call.
+    Batch(BatchSlot),
+}
+
+/// What the records of one [`Producer::send_batch`] call share.
+struct BatchShared {
+    /// Records not yet acknowledged or failed (plus one while the call is still queueing).
+    remaining: std::sync::atomic::AtomicUsize,
+    /// The first failure.
+    error: Mutex<Option<Error>>,
+    done: Notify,
+}
+
+/// One record's share of a [`BatchShared`]: completing or dropping it counts the record done
+/// (dropped unanswered, as when the producer goes away, it counts as failed).
+struct BatchSlot {
+    shared: Arc<BatchShared>,
+    answered: bool,
+}
+
+impl BatchSlot {
+    fn new(shared: &Arc<BatchShared>) -> BatchSlot {
+        shared
+            .remaining
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        BatchSlot {
+            shared: shared.clone(),
+            answered: false,
+        }
+    }
+
+    fn complete(mut self, error: Option<&Error>) {
+        if let Some(e) = error {
+            self.shared.error.lock().get_or_insert_with(|| e.clone());
+        }
+        self.answered = true;
+    }
+}
+
+impl Drop for BatchSlot {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.error.lock().get_or_insert(Error::Closed);
+        }
+        let before = self
+            .shared
+            .remaining
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if before == 1 {
+            self.shared.done.notify_waiters();
+        }
+    }
+}
+
+/// Resolves when every record of a [`Producer::send_batch`] call is acknowledged, or with the
+/// first failure once none is outstanding.
+pub struct BatchDelivery {
+    shared: Arc<BatchShared>,
+}
+
+impl std::fmt::Debug for BatchDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchDelivery")
+            .field(
+                "remaining",
+                &self
+                    .shared
+                    .remaining
+                    .load(std::sync::atomic::Ordering::Acquire),
+            )
+            .finish()
+    }
+}
+
+impl BatchDelivery {
+    /// Waits for every record's outcome.
+    pub async fn wait(self) -> Result<()> {
+        loop {
+            let notified = self.shared.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .shared
+                .remaining
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
+            {
+                return match self.shared.error.lock().take() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+            }
+            notified.await;
+        }
+    }
+}
 
 /// A batch that is closed to new records and waits to be sent (or re-sent).
 struct Sealed {
@@ -274,6 +373,34 @@ impl Producer {
     /// Queues a record; waits only for metadata and buffer space (backpressure, up to
     /// `max.block.ms`). The returned future resolves when the broker acknowledges it.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(record, Reply::One(tx)).await?;
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Queues many records, as [`send`](Self::send) each, with one future for them all: cheaper
+    /// per record when the caller needs to know only that all of them made it. On an error
+    /// the records queued before it are still sent.
+    pub async fn send_batch(
+        &self,
+        records: impl IntoIterator<Item = ProducerRecord>,
+    ) -> Result<BatchDelivery> {
+        let shared = Arc::new(BatchShared {
+            remaining: std::sync::atomic::AtomicUsize::new(0),
+            error: Mutex::new(None),
+            done: Notify::new(),
+        });
+        // Held while queueing, so that records acknowledged meanwhile cannot finish the batch.
+        let queueing = BatchSlot::new(&shared);
+        for r in records {
+            self.enqueue(r, Reply::Batch(BatchSlot::new(&shared)))
+                .await?;
+        }
+        queueing.complete(None);
+        Ok(BatchDelivery { shared })
+    }
+
+    async fn enqueue(&self, record: ProducerRecord, reply: Reply) -> Result<()> {
         let inner = &self.inner;
         let cfg = &inner.config;
         let topic = match inner.cluster.cached(&record.topic) {
@@ -306,18 +433,24 @@ impl Producer {
             )));
         }
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
-        match tokio::time::timeout(cfg.max_block, inner.memory.acquire_many(permits)).await {
-            Ok(Ok(p)) => p.forget(),
-            Ok(Err(_)) => return Err(Error::Closed),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "waiting for buffer.memory".into(),
-                    after: cfg.max_block,
-                })
+        match inner.memory.try_acquire_many(permits) {
+            Ok(p) => p.forget(),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Error::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match tokio::time::timeout(cfg.max_block, inner.memory.acquire_many(permits)).await
+                {
+                    Ok(Ok(p)) => p.forget(),
+                    Ok(Err(_)) => return Err(Error::Closed),
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            what: "waiting for buffer.memory".into(),
+                            after: cfg.max_block,
+                        })
+                    }
+                }
             }
         }
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let (tx, rx) = oneshot::channel();
         let tp = TopicPartition::new(record.topic, partition);
         let mut wake = false;
         {
@@ -361,7 +494,7 @@ impl Producer {
                 record.value.as_deref(),
                 &record.headers,
             );
-            f.replies.push((tx, timestamp));
+            f.replies.push((reply, timestamp));
             f.reserved += permits as usize;
             if f.batch.size() >= cfg.batch_size {
                 seal(q, &tp, inner.stamp.lock().base_sequence >= 0);
@@ -372,7 +505,7 @@ impl Producer {
         if wake {
             inner.wake.notify_one();
         }
-        Ok(DeliveryFuture { rx })
+        Ok(())
     }
 
     /// Sends every record queued so far without waiting for `linger.ms` and waits until each
@@ -757,15 +890,20 @@ impl Sender {
     fn finish(&self, b: Sealed, result: Result<(i64, i64)>) {
         let inner = &self.inner;
         for (i, (reply, ts)) in b.replies.into_iter().enumerate() {
-            let _ = reply.send(match &result {
-                Ok((base, append_time)) => Ok(RecordMetadata {
-                    topic: b.tp.topic.clone(),
-                    partition: b.tp.partition,
-                    offset: if *base >= 0 { base + i as i64 } else { -1 },
-                    timestamp: if *append_time >= 0 { *append_time } else { ts },
-                }),
-                Err(e) => Err(e.clone()),
-            });
+            match reply {
+                Reply::One(tx) => {
+                    let _ = tx.send(match &result {
+                        Ok((base, append_time)) => Ok(RecordMetadata {
+                            topic: b.tp.topic.clone(),
+                            partition: b.tp.partition,
+                            offset: if *base >= 0 { base + i as i64 } else { -1 },
+                            timestamp: if *append_time >= 0 { *append_time } else { ts },
+                        }),
+                        Err(e) => Err(e.clone()),
+                    });
+                }
+                Reply::Batch(slot) => slot.complete(result.as_ref().err()),
+            }
         }
         inner.memory.add_permits(b.reserved);
         inner.acc.lock().live.remove(&b.id);

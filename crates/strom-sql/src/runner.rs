@@ -23,7 +23,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use strom_client::{
-    Admin, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset, OffsetSpec,
+    Admin, BatchDelivery, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec,
     Producer, ProducerRecord, TopicPartition,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -265,7 +265,7 @@ enum Sink {
         format: Format,
         schema: SchemaRef,
         key_cols: Vec<usize>,
-        pending: Vec<DeliveryFuture>,
+        pending: Vec<BatchDelivery>,
     },
     Parquet(Box<ParquetSink>),
     Channel(tokio::sync::mpsc::Sender<Result<RecordBatch>>),
@@ -355,14 +355,17 @@ impl Sink {
                 let values = format::encode(*format, &batch)?;
                 let keys = row_keys(&batch, key_cols)?;
                 let times = row_times(&batch, time_cols, now);
-                for ((v, k), t) in values.into_iter().zip(keys).zip(times) {
+                let records = values.into_iter().zip(keys).zip(times).map(|((v, k), t)| {
                     let mut r = ProducerRecord::new(def.topic.clone(), v).timestamp(t);
                     r.key = k;
-                    pending.push(producer.send(r).await?);
-                }
-                if pending.len() > 50_000 {
-                    for f in pending.drain(..) {
-                        f.await?;
+                    r
+                });
+                pending.push(producer.send_batch(records).await?);
+                // Settle old batches now and then, so that a failure surfaces before the
+                // next checkpoint.
+                if pending.len() > 64 {
+                    for f in pending.drain(..pending.len() - 16) {
+                        f.wait().await?;
                     }
                 }
                 Ok(())
@@ -380,7 +383,7 @@ impl Sink {
         match self {
             Sink::Topic { pending, .. } => {
                 for f in pending.drain(..) {
-                    f.await?;
+                    f.wait().await?;
                 }
                 Ok(true)
             }

@@ -426,7 +426,7 @@ async fn streaming(
         }
         Ok(_) => {
             for q in queries {
-                let outcome = run_streaming(b, &engine, q, data.input_of(q)).await;
+                let outcome = run_streaming(b, &engine, bootstrap, q, data.input_of(q)).await;
                 match &outcome {
                     Outcome::Ran { elapsed, rows } => eprintln!(
                         "{} streaming: {} input records in {elapsed:.2?}, {rows} rows out",
@@ -468,7 +468,13 @@ fn started_query(
     }
 }
 
-async fn run_streaming(b: &NexmarkBench, engine: &Arc<Engine>, q: &Query, expect: u64) -> Outcome {
+async fn run_streaming(
+    b: &NexmarkBench,
+    engine: &Arc<Engine>,
+    bootstrap: &str,
+    q: &Query,
+    expect: u64,
+) -> Outcome {
     const STALL: Duration = Duration::from_secs(60);
     let timeout = Duration::from_secs(b.timeout_secs.max(1));
     let sink = format!("nexmark-{}-out", q.name);
@@ -502,7 +508,12 @@ async fn run_streaming(b: &NexmarkBench, engine: &Arc<Engine>, q: &Query, expect
                     break Outcome::Failed(info.state);
                 }
                 if info.records_in >= expect {
+                    // Done when the rows for all of the input are in the output topic.
+                    let written = output_written(bootstrap, &sink, info.rows_out, timeout).await;
                     let elapsed = started.elapsed();
+                    if let Err(e) = written {
+                        break Outcome::Failed(e);
+                    }
                     let rows = settled_rows_out(engine, &info.id, info.rows_out).await;
                     break Outcome::Ran { elapsed, rows };
                 }
@@ -533,6 +544,33 @@ async fn run_streaming(b: &NexmarkBench, engine: &Arc<Engine>, q: &Query, expect
         }
     }
     outcome
+}
+
+/// Waits until topic `sink` holds at least `rows` records.
+async fn output_written(
+    bootstrap: &str,
+    sink: &str,
+    rows: u64,
+    timeout: Duration,
+) -> Result<(), String> {
+    let admin = Admin::new(ClientConfig::new(bootstrap))
+        .await
+        .map_err(|e| format!("admin: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ends = admin
+            .list_offsets(&[sink.to_string()], OffsetSpec::Latest)
+            .await
+            .map_err(|e| format!("offsets of {sink}: {e}"))?;
+        let n: i64 = ends.values().sum();
+        if n >= 0 && n as u64 >= rows {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{sink} has {n} of {rows} rows after {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// `rows_out` once it stops growing (output lags input a little), waiting at most 5 s.

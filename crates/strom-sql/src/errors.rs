@@ -97,13 +97,23 @@ pub(crate) fn with_position(e: SqlError, idents: &[(String, Location)]) -> SqlEr
     if msg.contains(" at line ") {
         return e;
     }
-    let Some(start) = msg.find('`') else { return e };
-    let Some(len) = msg[start + 1..].find('`') else {
+    // The name in question comes before any suggestion.
+    let head = msg.split("; did you mean").next().unwrap_or(msg);
+    let Some(start) = head.find('`') else {
+        return e;
+    };
+    let Some(len) = head[start + 1..].find('`') else {
         return e;
     };
     let name = &msg[start + 1..start + 1 + len];
     let last = name.rsplit('.').next().unwrap_or(name);
-    let Some((_, at)) = idents.iter().find(|(i, _)| i.eq_ignore_ascii_case(last)) else {
+    // A name declared twice is pointed at where it comes again.
+    let nth = usize::from(msg.contains("declared twice"));
+    let Some((_, at)) = idents
+        .iter()
+        .filter(|(i, _)| i.eq_ignore_ascii_case(last))
+        .nth(nth)
+    else {
         return e;
     };
     let end = start + 1 + len + 1;

@@ -140,7 +140,13 @@ pub fn parse_script(sql: &str) -> Result<Vec<Parsed>> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
-        .map_err(|e| SqlError::Statement(format!("syntax error: {e}")))?;
+        .map_err(|e| {
+            let msg = e
+                .to_string()
+                .replace(" at Line: ", " at line ")
+                .replace(", Column: ", ", column ");
+            SqlError::Statement(format!("syntax error: {msg}"))
+        })?;
     let index = LineIndex::new(sql);
     let mut out = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();

@@ -512,8 +512,16 @@ fn run_server(args: ServerArgs) -> Result<(), String> {
             None => None,
         };
         let (stop_sql, sql_stopping) = tokio::sync::watch::channel(false);
-        let sql = sql_listener
-            .map(|listener| tokio::spawn(run_sql(listener, local_bootstrap(addr), sql_stopping)));
+        // In a cluster every node's engine reads the same catalog: they share the queries out.
+        let shared = broker.config().controller_quorum.is_some();
+        let sql = sql_listener.map(|listener| {
+            tokio::spawn(run_sql(
+                listener,
+                local_bootstrap(addr),
+                shared,
+                sql_stopping,
+            ))
+        });
         server
             .run(async move {
                 shutdown_signal().await;
@@ -547,6 +555,7 @@ fn local_bootstrap(addr: std::net::SocketAddr) -> String {
 async fn run_sql(
     listener: tokio::net::TcpListener,
     bootstrap: String,
+    shared: bool,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
@@ -555,7 +564,10 @@ async fn run_sql(
     };
     let mut delay = std::time::Duration::from_millis(500);
     let engine = loop {
-        let config = strom_sql::EngineConfig::new(bootstrap.clone());
+        let mut config = strom_sql::EngineConfig::new(bootstrap.clone());
+        if shared {
+            config = config.shared(strom_sql::HostingConfig::default());
+        }
         tokio::select! {
             started = strom_sql::Engine::start(config) => match started {
                 Ok(engine) => break engine,

@@ -221,3 +221,120 @@ async fn tumbling_counts_with_late_records_survive_a_restart() {
     e.shutdown().await;
     broker.stop().await;
 }
+
+async fn shared_engine(bootstrap: &str) -> std::sync::Arc<Engine> {
+    let mut c = EngineConfig::new(bootstrap).shared(strom_sql::HostingConfig {
+        session_timeout: Duration::from_secs(6),
+        tick: Duration::from_millis(100),
+    });
+    c.commit_interval = Duration::from_millis(100);
+    Engine::start(c).await.unwrap()
+}
+
+/// (engine index, state) of query `id` as each engine reports it, once one runs it and the
+/// other says another server does (10 s at most).
+async fn placed(engines: &[&Engine], id: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let states: Vec<String> = engines
+            .iter()
+            .map(|e| {
+                e.queries()
+                    .into_iter()
+                    .find(|q| q.id == id)
+                    .map_or("absent".to_string(), |q| q.state)
+            })
+            .collect();
+        let running: Vec<usize> = (0..states.len())
+            .filter(|&i| states[i] == "RUNNING")
+            .collect();
+        let elsewhere = states.iter().filter(|s| *s == "ELSEWHERE").count();
+        if running.len() == 1 && elsewhere == states.len() - 1 {
+            return running[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "query {id} not placed: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two engines sharing one cluster: what one creates the other knows, each persistent query
+/// runs on exactly one of them, and when that one stops the other takes the query over from
+/// its committed offsets, so no input record goes unprocessed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_of_a_cluster_share_queries_and_take_them_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path(), |_| {}).await;
+    let bs = broker.bootstrap();
+    let a = shared_engine(&bs).await;
+    let b = shared_engine(&bs).await;
+    exec(
+        &a,
+        "CREATE STREAM pays (id BIGINT, amount BIGINT) WITH (topic='pays')",
+    )
+    .await;
+    exec(
+        &a,
+        "CREATE STREAM big WITH (topic='big') AS SELECT id FROM pays WHERE amount >= 10",
+    )
+    .await;
+    let id = a.queries()[0].id.clone();
+    // The other engine learns the stream from the catalog.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.execute("DESCRIBE pays").await.is_err() {
+        assert!(Instant::now() < deadline, "engine b never saw `pays`");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let engines = [a.as_ref(), b.as_ref()];
+    let host = placed(&engines, &id).await;
+
+    let batch = |from: i64| -> Vec<(i64, String)> {
+        (from..from + 20)
+            .map(|i| (i, format!(r#"{{"id":{i},"amount":{}}}"#, i % 20)))
+            .collect()
+    };
+    let first = batch(0);
+    let refs: Vec<(i64, &str)> = first.iter().map(|(t, v)| (*t, v.as_str())).collect();
+    produce(&bs, "pays", &refs).await;
+    let out = read_topic(&bs, "big", 10).await;
+    assert_eq!(out.len(), 10, "each record once: {out:?}");
+
+    // The host stops; the other engine takes the query over.
+    let (gone, stays) = if host == 0 { (a, b) } else { (b, a) };
+    gone.shutdown().await;
+    drop(gone);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !stays
+        .queries()
+        .iter()
+        .any(|q| q.id == id && q.state == "RUNNING")
+    {
+        assert!(Instant::now() < deadline, "{:?}", stays.queries());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = batch(20);
+    let refs: Vec<(i64, &str)> = second.iter().map(|(t, v)| (*t, v.as_str())).collect();
+    produce(&bs, "pays", &refs).await;
+    let out = read_topic(&bs, "big", 20).await;
+    let mut ids: Vec<i64> = out
+        .iter()
+        .map(|v| {
+            serde_json::from_str::<serde_json::Value>(v).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    ids.sort();
+    let want: Vec<i64> = (0..40).filter(|i| i % 20 >= 10).collect();
+    assert_eq!(
+        ids, want,
+        "every matching record exactly once across the handover"
+    );
+
+    // TERMINATE through the engine that runs it; it is gone from the catalog.
+    exec(&stays, &format!("TERMINATE {id}")).await;
+    assert!(stays.queries().is_empty());
+    stays.shutdown().await;
+}

@@ -137,6 +137,15 @@ pub async fn up(o: UpOptions) -> Result<()> {
     started.keep();
 
     println!("bootstrap.servers={bootstrap}");
+    let sql: Vec<String> = plan
+        .iter()
+        .filter_map(sql_port)
+        .map(|port| format!("{HOST}:{port}"))
+        .collect();
+    eprintln!(
+        "SQL (psql -h 127.0.0.1 -p PORT, or strom sql --server ADDR) on {}",
+        sql.join(", ")
+    );
     eprintln!(
         "{} running; data and server.log of node N in {shown}/node-N/",
         count_nodes(plan.len())
@@ -280,11 +289,16 @@ fn server_args(p: &Ports, plan: &[Ports], data_dir: &str) -> Vec<String> {
         quorum(plan),
         "--default-replication-factor".into(),
         replication_factor.to_string(),
-        // Every node's engine would run the same persistent queries, and their SQL ports would
-        // collide: a local cluster has no SQL listener.
+        // Every node serves SQL (the engines share the persistent queries out between them),
+        // each on its own port.
         "--sql-listen".into(),
-        "off".into(),
+        sql_port(p).map_or("off".into(), |port| format!("{HOST}:{port}")),
     ]
+}
+
+/// Node `p`'s SQL port: two after its Kafka port (the controller's is one after).
+pub(crate) fn sql_port(p: &Ports) -> Option<u16> {
+    p.kafka.checked_add(2)
 }
 
 /// DIR/cluster.json.
@@ -704,7 +718,7 @@ mod tests {
                 "--default-replication-factor",
                 "3",
                 "--sql-listen",
-                "off",
+                "127.0.0.1:9194",
             ]
         );
         let rf = |n| {

@@ -555,6 +555,13 @@ fn join_retention(
                 match (bound, win) {
                     (Some(b), _) => out = Some(out.map_or(b, |o| o.max(b))),
                     (None, Some(w)) if joined_on_windows => out = Some(out.map_or(w, |o| o.max(w))),
+                    _ if j.filter.is_some() => {
+                        // Bounded by columns (`b.ts BETWEEN a.ts AND a.expires`): how long to
+                        // keep rows is not known.
+                        err = Some(SqlError::Unsupported(
+                            "a join of two streams needs a time bound of fixed length (an INTERVAL), e.g. `ON a.id = b.id AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`; a bound by another column does not say how long to keep rows".into(),
+                        ));
+                    }
                     _ => {
                         err = Some(SqlError::Unsupported(
                             "a join of two streams needs a time bound, e.g. `ON a.id = b.id AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`, or to join on the same window".into(),

@@ -1,6 +1,6 @@
 //! The engine: one per server, shared by every SQL session.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::catalog::{self, Entry, SourceDef, CATALOG_TOPIC};
 use crate::errors::{describe, with_position};
+use crate::hosting::{Hosting, HostingConfig};
 use crate::parse::{self, Parsed, QueryText, ShowWhat, SourceKind, Stmt};
 use crate::runner::{self, QueryCtx, SinkSpec, Stats};
 use crate::slot::{Binding, Slot, SlotTable};
@@ -36,6 +37,9 @@ pub struct EngineConfig {
     pub default_partitions: i32,
     /// How long [`Engine::start`] waits for the cluster.
     pub connect_timeout: Duration,
+    /// `None`: this engine runs every persistent query itself. `Some`: it shares them with the
+    /// other engines of the cluster, each query running on one of them (see [`crate::hosting`]).
+    pub hosting: Option<HostingConfig>,
 }
 
 impl EngineConfig {
@@ -46,7 +50,14 @@ impl EngineConfig {
             commit_interval: Duration::from_secs(1),
             default_partitions: 1,
             connect_timeout: Duration::from_secs(30),
+            hosting: None,
         }
+    }
+
+    /// Shares persistent queries with the cluster's other engines.
+    pub fn shared(mut self, hosting: HostingConfig) -> Self {
+        self.hosting = Some(hosting);
+        self
     }
 }
 
@@ -85,7 +96,7 @@ pub struct QueryInfo {
     pub sql: String,
     /// Where its rows go (a topic name or a directory).
     pub sink: String,
-    /// `RUNNING` or `FAILED: reason`.
+    /// `RUNNING`, `FAILED: reason`, or `ELSEWHERE` (another server of the cluster runs it).
     pub state: String,
     /// Input records processed since it (re)started.
     pub records_in: u64,
@@ -112,7 +123,15 @@ pub struct Engine {
     admin: Arc<Admin>,
     producer: Arc<Producer>,
     sources: Mutex<BTreeMap<String, Arc<SourceDef>>>,
+    /// Queries running here.
     queries: Mutex<BTreeMap<String, Running>>,
+    /// Every persistent query of the catalog (id, statement), wherever it runs.
+    catalog_queries: Mutex<BTreeMap<String, String>>,
+    /// With shared hosting: the loop that places queries, and the slots this engine owns.
+    hosting: Mutex<Option<Arc<Hosting>>>,
+    owned: Mutex<Option<BTreeSet<i32>>>,
+    /// Queries that failed to start here, and when: retried after a pause.
+    start_failures: Mutex<HashMap<String, std::time::Instant>>,
     next_id: AtomicU64,
     /// Serialises statements that change the catalog.
     ddl: tokio::sync::Mutex<()>,
@@ -154,6 +173,10 @@ impl Engine {
             producer: Arc::new(producer),
             sources: Mutex::new(BTreeMap::new()),
             queries: Mutex::new(BTreeMap::new()),
+            catalog_queries: Mutex::new(BTreeMap::new()),
+            hosting: Mutex::new(None),
+            owned: Mutex::new(None),
+            start_failures: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             ddl: tokio::sync::Mutex::new(()),
             config,
@@ -161,23 +184,29 @@ impl Engine {
         engine
             .ensure_topic(CATALOG_TOPIC, 1, &[("cleanup.policy", "compact")])
             .await?;
-        let entries = engine.load_catalog().await?;
+        let (entries, catalog_end) = engine.load_catalog().await?;
         let mut queries = Vec::new();
         for e in entries {
-            match e {
-                Entry::Source(def) => {
-                    engine
-                        .sources
-                        .lock()
-                        .insert(def.name.clone(), Arc::new(def));
-                }
-                Entry::Query { id, sql } => queries.push((id, sql)),
+            engine.apply_entry(&e.key(), Some(&e));
+            if let Entry::Query { id, sql } = e {
+                queries.push((id, sql));
             }
         }
+        if let Some(hosting) = engine.config.hosting.clone() {
+            // The hosting loop starts the queries of the slots this engine gets.
+            engine
+                .ensure_topic(crate::hosting::HOSTS_TOPIC, crate::hosting::HOST_SLOTS, &[])
+                .await?;
+            let h = Hosting::start(
+                &engine,
+                engine.config.bootstrap.clone(),
+                hosting,
+                catalog_end,
+            );
+            *engine.hosting.lock() = Some(Arc::new(h));
+            return Ok(engine);
+        }
         for (id, sql) in queries {
-            if let Some(n) = id.strip_prefix('q').and_then(|n| n.parse::<u64>().ok()) {
-                engine.next_id.fetch_max(n + 1, Ordering::SeqCst);
-            }
             if let Err(e) = engine.restart_query(&id, &sql).await {
                 tracing::warn!(query = %id, error = %e, "persistent query could not restart");
             }
@@ -204,9 +233,10 @@ impl Engine {
         Ok(out)
     }
 
-    /// The persistent queries and their counters.
+    /// The persistent queries and their counters (those another server runs have none).
     pub fn queries(&self) -> Vec<QueryInfo> {
-        self.queries
+        let mut out: Vec<QueryInfo> = self
+            .queries
             .lock()
             .iter()
             .map(|(id, r)| QueryInfo {
@@ -218,11 +248,167 @@ impl Engine {
                 rows_out: r.stats.rows_out.load(Ordering::Relaxed),
                 late: r.stats.late.load(Ordering::Relaxed),
             })
-            .collect()
+            .collect();
+        if self.config.hosting.is_some() {
+            let catalog = self.catalog_queries.lock().clone();
+            for (id, sql) in catalog {
+                if !out.iter().any(|q| q.id == id) {
+                    out.push(QueryInfo {
+                        id,
+                        sink: sink_of(&sql),
+                        sql,
+                        state: "ELSEWHERE".into(),
+                        records_in: 0,
+                        rows_out: 0,
+                        late: 0,
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        out
+    }
+
+    /// Applies one catalog record (a `None` value deletes), as the hosting loop reads them.
+    pub(crate) fn apply_catalog_record(&self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let Some(key) = key.map(String::from_utf8_lossy) else {
+            return;
+        };
+        let entry = match value.map(serde_json::from_slice::<Entry>) {
+            Some(Ok(e)) => Some(e),
+            Some(Err(err)) => {
+                tracing::warn!(key = %key, error = %err, "unreadable catalog entry skipped");
+                return;
+            }
+            None => None,
+        };
+        self.apply_entry(&key, entry.as_ref());
+    }
+
+    /// Brings the in-memory catalog in line with one entry (`None`: deleted).
+    fn apply_entry(&self, key: &str, entry: Option<&Entry>) {
+        match entry {
+            Some(Entry::Source(def)) => {
+                self.sources
+                    .lock()
+                    .insert(def.name.clone(), Arc::new(def.clone()));
+            }
+            Some(Entry::Query { id, sql }) => {
+                if let Some(n) = id.strip_prefix('q').and_then(|n| n.parse::<u64>().ok()) {
+                    self.next_id.fetch_max(n + 1, Ordering::SeqCst);
+                }
+                self.catalog_queries.lock().insert(id.clone(), sql.clone());
+            }
+            None => {
+                if let Some(name) = key.strip_prefix("source/") {
+                    self.sources.lock().remove(name);
+                } else if let Some(id) = key.strip_prefix("query/") {
+                    self.catalog_queries.lock().remove(id);
+                }
+            }
+        }
+    }
+
+    /// Whether this engine runs query `id`'s slot (always, without shared hosting).
+    fn hosts(&self, id: &str) -> bool {
+        if self.config.hosting.is_none() {
+            return true;
+        }
+        self.owned
+            .lock()
+            .as_ref()
+            .is_some_and(|o| o.contains(&crate::hosting::slot_of(id)))
+    }
+
+    /// Stops (without terminating) the queries of `slots`: another engine takes them over.
+    pub(crate) fn release_slots(&self, slots: &BTreeSet<i32>) {
+        if let Some(owned) = self.owned.lock().as_mut() {
+            owned.retain(|s| !slots.contains(s));
+        }
+        let mut running = self.queries.lock();
+        let ids: Vec<String> = running
+            .keys()
+            .filter(|id| slots.contains(&crate::hosting::slot_of(id)))
+            .cloned()
+            .collect();
+        for id in ids {
+            if let Some(r) = running.remove(&id) {
+                tracing::info!(query = %id, "strom sql: query handed over to another server");
+                let _ = r.stop.send(true);
+                tokio::spawn(async move {
+                    let _ = r.task.await;
+                });
+            }
+        }
+    }
+
+    /// Starts the catalog's queries of the slots in `owned` that do not run here, and stops
+    /// those that run here but left the catalog or the slots.
+    pub(crate) async fn reconcile(&self, owned: &BTreeSet<i32>) {
+        *self.owned.lock() = Some(owned.clone());
+        let catalog = self.catalog_queries.lock().clone();
+        let gone: Vec<(String, Running)> = {
+            let mut running = self.queries.lock();
+            let ids: Vec<String> = running
+                .keys()
+                .filter(|id| {
+                    !catalog.contains_key(*id) || !owned.contains(&crate::hosting::slot_of(id))
+                })
+                .cloned()
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| running.remove(&id).map(|r| (id, r)))
+                .collect()
+        };
+        for (id, r) in gone {
+            tracing::info!(query = %id, "strom sql: query stopped here");
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+        for (id, sql) in catalog {
+            if !owned.contains(&crate::hosting::slot_of(&id))
+                || self.queries.lock().contains_key(&id)
+            {
+                continue;
+            }
+            let recent = self
+                .start_failures
+                .lock()
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+            if recent {
+                continue;
+            }
+            // Serialised with statements, so a query being created here is not started twice.
+            let _g = self.ddl.lock().await;
+            if self.queries.lock().contains_key(&id)
+                || !self.catalog_queries.lock().contains_key(&id)
+            {
+                continue;
+            }
+            tracing::info!(query = %id, "strom sql: starting query here");
+            match self.restart_query(&id, &sql).await {
+                Ok(()) => {
+                    self.start_failures.lock().remove(&id);
+                }
+                Err(e) => {
+                    tracing::warn!(query = %id, error = %e, "persistent query could not start");
+                    self.start_failures
+                        .lock()
+                        .insert(id, std::time::Instant::now());
+                }
+            }
+        }
     }
 
     /// Stops every query (without terminating them: they resume when the engine starts again).
     pub async fn shutdown(&self) {
+        // First the hosting loop, so that it starts nothing more (and leaves the group: the
+        // other engines take the slots over).
+        let hosting = self.hosting.lock().take();
+        if let Some(h) = hosting {
+            h.stop().await;
+        }
         let running: Vec<Running> = std::mem::take(&mut *self.queries.lock())
             .into_values()
             .collect();
@@ -346,17 +532,22 @@ impl Engine {
             }
             Stmt::Terminate(which) => {
                 let _g = self.ddl.lock().await;
+                let known: Vec<String> = {
+                    let mut ids: BTreeSet<String> = self.queries.lock().keys().cloned().collect();
+                    ids.extend(self.catalog_queries.lock().keys().cloned());
+                    ids.into_iter().collect()
+                };
                 let ids: Vec<String> = match which {
                     Some(id) => {
-                        if !self.queries.lock().contains_key(&id) {
+                        if !known.contains(&id) {
                             return Err(SqlError::Statement(format!(
                                 "unknown query `{id}`{}",
-                                crate::errors::suggest(&id, self.queries.lock().keys().map(String::as_str))
+                                crate::errors::suggest(&id, known.iter().map(String::as_str))
                             )));
                         }
                         vec![id]
                     }
-                    None => self.queries.lock().keys().cloned().collect(),
+                    None => known,
                 };
                 for id in &ids {
                     let r = self.queries.lock().remove(id);
@@ -373,7 +564,12 @@ impl Engine {
     }
 
     fn new_id(&self) -> String {
-        format!("q{}", self.next_id.fetch_add(1, Ordering::SeqCst))
+        loop {
+            let id = format!("q{}", self.next_id.fetch_add(1, Ordering::SeqCst));
+            if !self.catalog_queries.lock().contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     fn partitions_option(&self, opt: &dyn Fn(&str) -> Option<String>) -> Result<i32> {
@@ -482,6 +678,7 @@ impl Engine {
             .send(ProducerRecord::new(CATALOG_TOPIC, v).key(e.key().into_bytes()))
             .await?;
         f.await?;
+        self.apply_entry(&e.key(), Some(e));
         Ok(())
     }
 
@@ -489,10 +686,12 @@ impl Engine {
         let mut r = ProducerRecord::new(CATALOG_TOPIC, Vec::new()).key(key.as_bytes().to_vec());
         r.value = None;
         self.producer.send(r).await?.await?;
+        self.apply_entry(key, None);
         Ok(())
     }
 
-    async fn load_catalog(&self) -> Result<Vec<Entry>> {
+    /// The catalog's entries, and the offset after the last one read.
+    async fn load_catalog(&self) -> Result<(Vec<Entry>, i64)> {
         let topics = vec![CATALOG_TOPIC.to_string()];
         let ends = self.admin.list_offsets(&topics, OffsetSpec::Latest).await?;
         let end = ends.values().copied().next().unwrap_or(0);
@@ -532,7 +731,7 @@ impl Engine {
             .filter_map(|(o, e)| e.map(|e| (o, e)))
             .collect();
         v.sort_by_key(|(o, _)| *o);
-        Ok(v.into_iter().map(|(_, e)| e).collect())
+        Ok((v.into_iter().map(|(_, e)| e).collect(), end))
     }
 
     async fn show(&self, what: ShowWhat) -> Result<Output> {
@@ -983,6 +1182,12 @@ impl Engine {
             })
             .await?;
         }
+        if !self.hosts(id) {
+            // Its slot's owner starts it once it reads the catalog entry.
+            return Ok(format!(
+                "created query {id} writing {sink_desc} (another server of the cluster runs it)"
+            ));
+        }
         let stats = Arc::new(Stats::default());
         let ctx = QueryCtx {
             id: id.to_string(),
@@ -1097,4 +1302,19 @@ pub fn sql_type_name(t: &DataType) -> String {
 /// Strom SQL keeps for itself (its catalog, each query's state).
 fn is_internal_topic(name: &str, internal: bool) -> bool {
     internal || name.starts_with("__") || name.starts_with("_strom_")
+}
+
+/// The sink named by a query's statement, for queries that run elsewhere: the target of
+/// `CREATE STREAM x ..` or `INSERT INTO x ..`.
+fn sink_of(sql: &str) -> String {
+    let words: Vec<&str> = sql.split_whitespace().take(4).collect();
+    match words.as_slice() {
+        [c, _, name, ..] if c.eq_ignore_ascii_case("CREATE") => name.to_string(),
+        [i, into, name, ..]
+            if i.eq_ignore_ascii_case("INSERT") && into.eq_ignore_ascii_case("INTO") =>
+        {
+            name.to_string()
+        }
+        _ => String::new(),
+    }
 }

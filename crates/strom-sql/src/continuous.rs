@@ -732,6 +732,60 @@ impl Pipeline {
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
+    /// Inputs whose rows are kept between micro-batches (join buffers): both streams of a
+    /// stream-stream join, and streams joined with an aggregate's result.
+    pub fn retaining(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = Vec::new();
+        if self.join_retention.is_some() {
+            v.extend((0..self.inputs.len()).filter(|&i| !self.inputs[i].slot.binding.table));
+        }
+        for &i in &self.post_streams {
+            if !v.contains(&i) {
+                v.push(i);
+            }
+        }
+        v
+    }
+
+    /// The smallest offset of a retained row per (topic, partition): where a restarted query
+    /// reads again from to rebuild its join buffers.
+    pub fn retained_from(&self) -> Result<BTreeMap<(String, i32), i64>> {
+        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for i in self.retaining() {
+            let input = &self.inputs[i];
+            for b in &input.retained {
+                let (Ok(p), Ok(o)) = (
+                    b.schema().index_of(crate::format::PARTITION),
+                    b.schema().index_of(crate::format::OFFSET),
+                ) else {
+                    continue;
+                };
+                let parts = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int32Type>(
+                    b.column(p).as_ref(),
+                );
+                let offs = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                    b.column(o).as_ref(),
+                );
+                for (part, off) in parts.iter().zip(offs.iter()) {
+                    if let (Some(part), Some(off)) = (part, off) {
+                        let e = out.entry((input.def.topic.clone(), part)).or_insert(off);
+                        *e = (*e).min(off);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops retained rows (of joins of either kind) that can no longer match.
+    pub fn evict_retained(&mut self, watermark: i64) -> Result<()> {
+        self.evict(watermark)?;
+        for i in self.post_streams.clone() {
+            self.evict_input(i, watermark.saturating_sub(self.post_retention))?;
+        }
+        Ok(())
+    }
+
     /// Drops retained join rows that can no longer match.
     fn evict(&mut self, watermark: i64) -> Result<()> {
         let Some(keep) = self.join_retention else {

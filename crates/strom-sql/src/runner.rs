@@ -536,9 +536,14 @@ async fn run_inner(
     // Event time per input, and the restored watermark.
     let mut max_ts: Vec<Option<i64>> = vec![None; p.inputs.len()];
     let mut floor = i64::MIN;
-    let persist_state = ctx.persistent && p.agg.is_some();
+    let persist_state = ctx.persistent && (p.agg.is_some() || !p.retaining().is_empty());
     if persist_state {
-        floor = restore(&ctx, &mut p).await?;
+        let (w, replay) = restore(&ctx, &mut p).await?;
+        floor = w;
+        if !replay.is_empty() {
+            rebuild_buffers(&ctx, &mut p, &consumer, &decoders, &mut max_ts, replay).await?;
+            p.evict_retained(floor)?;
+        }
     }
     let watermark = |max_ts: &[Option<i64>], p: &Pipeline, floor: i64| -> i64 {
         let mut w: Option<i64> = None;
@@ -684,10 +689,16 @@ async fn commit(
     if !ready {
         return Ok(false);
     }
-    if let Some(agg) = &mut p.agg {
+    let retaining = !p.retaining().is_empty();
+    if p.agg.is_some() || retaining {
         let topic = state_topic(&ctx.id);
         let mut acks = Vec::new();
-        for (i, stage) in agg.stages.iter_mut().enumerate() {
+        let stages = p
+            .agg
+            .as_mut()
+            .map(|a| a.stages.as_mut_slice())
+            .unwrap_or_default();
+        for (i, stage) in stages.iter_mut().enumerate() {
             let changed: Vec<_> = stage.state.changed.drain().collect();
             for k in changed {
                 // Keys are the stage's number, then its group key; the empty key holds the
@@ -698,6 +709,20 @@ async fn commit(
                 r.value = stage.state.encode_state(&k)?.map(Into::into);
                 acks.push(ctx.producer.send(r).await?);
             }
+        }
+        if retaining {
+            // Where to read again from to rebuild the join buffers after a restart.
+            let from: Vec<(String, i32, i64)> = p
+                .retained_from()?
+                .into_iter()
+                .map(|((t, part), o)| (t, part, o))
+                .collect();
+            let v = serde_json::to_vec(&from).map_err(|e| SqlError::Internal(e.to_string()))?;
+            acks.push(
+                ctx.producer
+                    .send(ProducerRecord::new(topic.clone(), v).key(REPLAY_KEY.to_vec()))
+                    .await?,
+            );
         }
         acks.push(
             ctx.producer
@@ -714,8 +739,16 @@ async fn commit(
     Ok(true)
 }
 
-/// Reads the query's state topic back; returns the watermark it had.
-async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
+/// Where rows are read again from to rebuild join buffers: (topic, partition) → offset.
+type Replay = BTreeMap<(String, i32), i64>;
+
+/// The state topic key of the [`Replay`] record (stage keys are longer than 16 bytes, the
+/// watermark's is empty).
+const REPLAY_KEY: &[u8] = b"replay";
+
+/// Reads the query's state topic back; returns the watermark it had and where to rebuild join
+/// buffers from.
+async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<(i64, Replay)> {
     let topic = state_topic(&ctx.id);
     let admin = &ctx.admin;
     if admin.describe_topic(&topic).await.is_err() {
@@ -725,7 +758,7 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
                 return Err(e.into());
             }
         }
-        return Ok(i64::MIN);
+        return Ok((i64::MIN, Replay::new()));
     }
     let ends = admin
         .list_offsets(std::slice::from_ref(&topic), OffsetSpec::Latest)
@@ -756,9 +789,7 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
         let _ = c.close().await;
     }
     let mut watermark = i64::MIN;
-    let Some(agg) = &mut p.agg else {
-        return Ok(watermark);
-    };
+    let mut replay = Replay::new();
     for (k, v) in latest {
         let Some(v) = v else { continue };
         if k.is_empty() {
@@ -767,11 +798,116 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<i64> {
             }
             continue;
         }
+        if k == REPLAY_KEY {
+            let from: Vec<(String, i32, i64)> =
+                serde_json::from_slice(&v).map_err(|e| SqlError::Internal(e.to_string()))?;
+            replay = from
+                .into_iter()
+                .map(|(t, part, o)| ((t, part), o))
+                .collect();
+            continue;
+        }
+        let Some(agg) = &mut p.agg else { continue };
         let (i, k) = (usize::from(k[0]), &k[1..]);
         match agg.stages.get_mut(i) {
             Some(stage) => stage.state.restore(k, &v)?,
             None => tracing::warn!(query = %ctx.id, stage = i, "state of an unknown stage ignored"),
         }
     }
-    Ok(watermark)
+    Ok((watermark, replay))
+}
+
+/// Reads each partition of `replay` from its offset up to the query's committed offset and
+/// puts the rows back in the join buffers (without joining them: their matches were written
+/// before the restart).
+async fn rebuild_buffers(
+    ctx: &QueryCtx,
+    p: &mut Pipeline,
+    consumer: &Consumer,
+    decoders: &[Option<Decoder>],
+    max_ts: &mut [Option<i64>],
+    replay: Replay,
+) -> Result<()> {
+    let tps: Vec<TopicPartition> = replay
+        .keys()
+        .map(|(t, part)| TopicPartition::new(t.clone(), *part))
+        .collect();
+    let committed = consumer.committed(&tps).await?;
+    let mut upto: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let mut c = Consumer::new(ConsumerConfig::new(&ctx.bootstrap)).await?;
+    for ((t, part), from) in &replay {
+        let tp = TopicPartition::new(t.clone(), *part);
+        if let Some(&to) = committed.get(&tp) {
+            if *from < to {
+                upto.insert(tp, to);
+            }
+        }
+    }
+    if upto.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<TopicPartition> = upto.keys().cloned().collect();
+    c.assign(&parts)?;
+    for tp in &parts {
+        if let Some(from) = replay.get(&(tp.topic.clone(), tp.partition)) {
+            c.seek(tp, *from)?;
+        }
+    }
+    let retaining = p.retaining();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut rebuilt = 0u64;
+    while upto
+        .iter()
+        .any(|(tp, to)| c.position(tp).unwrap_or(*to) < *to)
+    {
+        if Instant::now() > deadline {
+            tracing::warn!(query = %ctx.id, "rebuilding join buffers took too long; some earlier rows will not match");
+            break;
+        }
+        let recs = c.poll(Duration::from_millis(200)).await?;
+        for &i in &retaining {
+            let (Some(dec), input) = (&decoders[i], &p.inputs[i]) else {
+                continue;
+            };
+            let mine: Vec<Rec<'_>> = recs
+                .iter()
+                .filter(|r| {
+                    r.topic == input.def.topic
+                        && upto
+                            .get(&TopicPartition::new(r.topic.clone(), r.partition))
+                            .is_some_and(|to| r.offset < *to)
+                })
+                .filter_map(|r| {
+                    r.value.as_ref().map(|v| Rec {
+                        value: v,
+                        partition: r.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                    })
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let (b, _) = dec.decode(&mine)?;
+            let b = match &input.slot.binding.window {
+                Some(w) => w.assign(&b, &input.slot.schema)?,
+                None => b,
+            };
+            let col = match &input.slot.binding.window {
+                Some(w) => w.time_col.clone(),
+                None => input.def.time_column().to_string(),
+            };
+            if let Ok(t) = crate::window::times(&b, &col) {
+                if let Some(m) = arrow::compute::max(&t) {
+                    max_ts[i] = Some(max_ts[i].map_or(m, |x| x.max(m)));
+                }
+            }
+            rebuilt += b.num_rows() as u64;
+            p.inputs[i].retained.push(b);
+        }
+    }
+    let _ = c.close().await;
+    tracing::info!(query = %ctx.id, rows = rebuilt, "join buffers rebuilt");
+    Ok(())
 }

@@ -61,6 +61,8 @@ pub struct AggState {
     start_idx: Option<usize>,
     end_idx: Option<usize>,
     key_idx: Vec<usize>,
+    /// With [`AggState::keep_last`]: each group's last emitted row.
+    last: Option<HashMap<GroupKey, RecordBatch>>,
     conv: RowConverter,
     groups: HashMap<GroupKey, Vec<Box<dyn Accumulator>>>,
     by_end: BTreeSet<GroupKey>,
@@ -120,6 +122,7 @@ impl AggState {
             dirty: Vec::new(),
             dirty_set: HashSet::new(),
             changed: HashSet::new(),
+            last: None,
         })
     }
 
@@ -250,6 +253,21 @@ impl AggState {
         filters: &[Option<BooleanArray>],
         idx: &[u32],
     ) -> DfResult<()> {
+        self.apply(key, args, filters, idx, false)
+    }
+
+    /// Adds (or, with `retract`, takes back) rows `idx` in group `key`.
+    fn apply(
+        &mut self,
+        key: &GroupKey,
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+        idx: &[u32],
+        retract: bool,
+    ) -> DfResult<()> {
+        if retract && !self.groups.contains_key(key) {
+            return Ok(());
+        }
         if !self.groups.contains_key(key) {
             let accs = self.new_accumulators()?;
             self.groups.insert(key.clone(), accs);
@@ -277,10 +295,129 @@ impl AggState {
                 .iter()
                 .map(|c| arrow::compute::take(c.as_ref(), &take, None))
                 .collect::<Result<_, _>>()?;
-            acc.update_batch(&vals)?;
+            if retract {
+                acc.retract_batch(&vals)?;
+            } else {
+                acc.update_batch(&vals)?;
+            }
         }
         self.touch(key.clone());
         Ok(())
+    }
+
+    /// Takes rows back out of their (non-windowed) groups: rows an updating aggregate below
+    /// emitted earlier and has since replaced.
+    pub fn retract(&mut self, batch: &RecordBatch) -> DfResult<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        if self.end_idx.is_some() {
+            return Err(DataFusionError::Internal(
+                "retractions reach only groups without windows".into(),
+            ));
+        }
+        let group_vals: Vec<ArrayRef> = self
+            .spec
+            .group
+            .iter()
+            .map(|(e, _)| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<DfResult<_>>()?;
+        let keys: Vec<ArrayRef> = if self.key_idx.is_empty() {
+            vec![Arc::new(BooleanArray::from(vec![true; n]))]
+        } else {
+            self.key_idx
+                .iter()
+                .map(|&i| group_vals[i].clone())
+                .collect()
+        };
+        let rows = self.conv.convert_columns(&keys)?;
+        let args: Vec<Vec<ArrayRef>> = self
+            .spec
+            .aggs
+            .iter()
+            .map(|a| {
+                a.expressions()
+                    .iter()
+                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+                    .collect::<DfResult<Vec<_>>>()
+            })
+            .collect::<DfResult<_>>()?;
+        let filters: Vec<Option<BooleanArray>> = self
+            .spec
+            .filters
+            .iter()
+            .map(|f| match f {
+                Some(f) => Ok(Some(f.evaluate(batch)?.into_array(n)?.as_boolean().clone())),
+                None => Ok(None),
+            })
+            .collect::<DfResult<_>>()?;
+        let mut order: Vec<GroupKey> = Vec::new();
+        let mut members: HashMap<GroupKey, Vec<u32>> = HashMap::new();
+        for i in 0..n {
+            let key = GroupKey {
+                end: 0,
+                start: 0,
+                row: rows.row(i).owned(),
+            };
+            members
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                })
+                .push(i as u32);
+        }
+        for key in order {
+            let idx = members.remove(&key).unwrap_or_default();
+            self.apply(&key, &args, &filters, &idx, true)?;
+        }
+        Ok(())
+    }
+
+    /// Whether every aggregate can take rows back (`SUM`, `COUNT`, `AVG` can; `MAX` cannot).
+    pub fn can_retract(&self) -> DfResult<bool> {
+        for a in &self.spec.aggs {
+            if !a.create_accumulator()?.supports_retract_batch() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Keeps each group's last emitted row, so that [`take_changes_with_old`] can say what a
+    /// change replaces.
+    ///
+    /// [`take_changes_with_old`]: AggState::take_changes_with_old
+    pub fn keep_last(&mut self) {
+        self.last = Some(HashMap::new());
+    }
+
+    /// Like [`take_changes`](AggState::take_changes), with the rows the changes replace (the
+    /// groups' previous rows, for those that had one). Needs [`keep_last`](AggState::keep_last).
+    pub fn take_changes_with_old(
+        &mut self,
+    ) -> DfResult<(Option<RecordBatch>, Option<RecordBatch>)> {
+        let keys = std::mem::take(&mut self.dirty);
+        self.dirty_set.clear();
+        if keys.is_empty() {
+            return Ok((None, None));
+        }
+        let new = self.rows(&keys)?;
+        let mut old = Vec::new();
+        if let Some(last) = self.last.as_mut() {
+            for (i, k) in keys.iter().enumerate() {
+                if let Some(prev) = last.insert(k.clone(), new.slice(i, 1)) {
+                    old.push(prev);
+                }
+            }
+        }
+        let old = if old.is_empty() {
+            None
+        } else {
+            Some(arrow::compute::concat_batches(&new.schema(), &old)?)
+        };
+        Ok((old, Some(new)))
     }
 
     fn touch(&mut self, key: GroupKey) {
@@ -527,7 +664,14 @@ impl AggState {
                 .or_default()
                 .push((start, end));
         }
-        self.groups.insert(k, accs);
+        self.groups.insert(k.clone(), accs);
+        if self.last.is_some() {
+            // What was emitted last is what the restored state says.
+            let row = self.rows(std::slice::from_ref(&k))?;
+            if let Some(last) = self.last.as_mut() {
+                last.insert(k, row);
+            }
+        }
         Ok(())
     }
 }

@@ -57,10 +57,23 @@ pub struct Stage {
     pub slot: Arc<Slot>,
 }
 
+/// An aggregation over an updating aggregation's rows (`AVG` of per-key `MAX`es that keep
+/// changing): each change below takes its previous row back out and puts the new one in.
+pub struct Upper {
+    /// The plan from the stage's rows to this aggregation's input (row by row).
+    pub mid: Arc<dyn ExecutionPlan>,
+    /// Its groups' accumulators (all of which can retract).
+    pub state: AggState,
+    /// Where its rows go for the plan above.
+    pub slot: Arc<Slot>,
+}
+
 /// The aggregations of a continuous query and the plan above them.
 pub struct Aggregation {
     /// The lowest aggregations (those with no aggregation below them), each kept by Strom.
     pub stages: Vec<Stage>,
+    /// An aggregation over the one stage's changes, if there is one.
+    pub upper: Option<Upper>,
     /// The plan above them, over their emitted rows. With more than one stage, or an
     /// aggregation or join above one, every stage is windowed with final results, and what is
     /// above groups and joins by window: a window's rows all close in the same micro-batch, so
@@ -80,6 +93,9 @@ pub struct Pipeline {
     pub schema: SchemaRef,
     /// For a stream-stream join: how long rows are retained, in ms.
     pub join_retention: Option<i64>,
+    /// For a stream-stream join bounded by columns: per source, the column that says until
+    /// when a row is kept.
+    pub join_deadlines: BTreeMap<String, String>,
     /// Streams read by the plan above the stages (joined with an aggregate's result), and how
     /// long their rows are retained, in ms.
     pub post_streams: Vec<usize>,
@@ -115,7 +131,11 @@ pub async fn plan(
             "a continuous query must read a stream (this one reads only tables, or nothing)".into(),
         ));
     }
-    let (join_retention, post_retention) = join_retention(&logical, &used, defs)?;
+    let JoinBounds {
+        streams: join_retention,
+        with_aggregate: post_retention,
+        deadlines: join_deadlines,
+    } = join_retention(&logical, &used, defs)?;
     let schema = physical.schema();
     // Find the aggregations and anything that cannot run per batch.
     let mut aggs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -161,6 +181,7 @@ pub async fn plan(
             agg: None,
             schema,
             join_retention,
+            join_deadlines: join_deadlines.clone(),
             post_streams: Vec::new(),
             post_retention: 0,
             task,
@@ -222,13 +243,19 @@ pub async fn plan(
             },
         )?
         .data;
-    check_above_stages(
-        &post,
-        &stages,
-        &leaves,
-        emit_changes,
-        post_retention.is_some(),
-    )?;
+    let (post, upper) = match retracting_upper(&post, &mut stages, emit_changes)? {
+        Some((post, upper)) => (post, Some(upper)),
+        None => {
+            check_above_stages(
+                &post,
+                &stages,
+                &leaves,
+                emit_changes,
+                post_retention.is_some(),
+            )?;
+            (post, None)
+        }
+    };
     let mut post_streams = Vec::new();
     post.apply(|n| {
         if let Some(s) = n.downcast_ref::<SlotExec>() {
@@ -243,9 +270,14 @@ pub async fn plan(
     Ok(Pipeline {
         inputs,
         pre: physical,
-        agg: Some(Aggregation { stages, post }),
+        agg: Some(Aggregation {
+            stages,
+            upper,
+            post,
+        }),
         schema,
         join_retention,
+        join_deadlines,
         post_streams,
         post_retention: post_retention.unwrap_or(0),
         task,
@@ -293,6 +325,87 @@ fn find_stages(node: &Arc<dyn ExecutionPlan>, out: &mut Vec<(Plan, Plan)>) -> Re
         out.push((node.clone(), bottom));
         Ok(())
     }
+}
+
+/// With one updating stage and, above it, one aggregation of row-by-row results whose
+/// aggregates can retract: that aggregation as an [`Upper`], and the plan above it.
+fn retracting_upper(
+    post: &Plan,
+    stages: &mut [Stage],
+    emit_changes: bool,
+) -> Result<Option<(Plan, Upper)>> {
+    let [stage] = stages else { return Ok(None) };
+    if !stage.state.updating() || stage.state.windowed() {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    find_stages(post, &mut found)?;
+    let [(top, bottom)] = found.as_slice() else {
+        return Ok(None);
+    };
+    let part = bottom
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| SqlError::Internal("aggregate".into()))?;
+    let mid = part.input().clone();
+    let mut row_wise = true;
+    mid.apply(|n| {
+        row_wise &= !n.name().contains("Join") && !n.is::<AggregateExec>();
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    // Above the upper aggregation: nothing stateful either.
+    let mut above_ok = true;
+    post.apply(|n| {
+        if Arc::ptr_eq(n, top) {
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        above_ok &= !n.name().contains("Join") && !n.is::<AggregateExec>();
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if !row_wise || !above_ok || part.group_expr().has_grouping_set() {
+        return Ok(None);
+    }
+    let spec = AggSpec {
+        group: part.group_expr().expr().to_vec(),
+        aggs: part.aggr_expr().to_vec(),
+        filters: part.filter_expr().to_vec(),
+        out_schema: top.schema(),
+        session: false,
+        emit_changes,
+    };
+    let state = AggState::new(spec, &mid.schema())?;
+    if state.windowed() {
+        return Ok(None);
+    }
+    if !state.can_retract()? {
+        return Err(unsupported(
+            "an aggregate over an updating aggregate's rows with MIN, MAX or another aggregate that cannot take a row back (SUM, COUNT and AVG can)",
+        ));
+    }
+    stage.state.keep_last();
+    let slot = Slot::new(
+        top.schema(),
+        crate::slot::Binding {
+            source: "aggregate".into(),
+            table: false,
+            window: None,
+        },
+    );
+    let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), None));
+    let above = post
+        .clone()
+        .transform_down(|node| {
+            if Arc::ptr_eq(&node, top) {
+                Ok(Transformed::new(
+                    leaf.clone(),
+                    true,
+                    TreeNodeRecursion::Jump,
+                ))
+            } else {
+                Ok(Transformed::no(node))
+            }
+        })?
+        .data;
+    Ok(Some((above, Upper { mid, state, slot })))
 }
 
 /// Refuses what cannot run per micro-batch above the stages: the plan above sees only what
@@ -469,9 +582,10 @@ fn join_retention(
     plan: &LogicalPlan,
     used: &[Arc<Slot>],
     defs: &BTreeMap<String, Arc<SourceDef>>,
-) -> Result<(Option<i64>, Option<i64>)> {
+) -> Result<JoinBounds> {
     let mut out: Option<i64> = None;
     let mut with_agg: Option<i64> = None;
+    let mut deadlines: BTreeMap<String, String> = BTreeMap::new();
     let mut err = None;
     let interval_bound = |f: &Option<Expr>| {
         let mut bound: Option<i64> = None;
@@ -555,13 +669,17 @@ fn join_retention(
                 match (bound, win) {
                     (Some(b), _) => out = Some(out.map_or(b, |o| o.max(b))),
                     (None, Some(w)) if joined_on_windows => out = Some(out.map_or(w, |o| o.max(w))),
-                    _ if j.filter.is_some() => {
-                        // Bounded by columns (`b.ts BETWEEN a.ts AND a.expires`): how long to
-                        // keep rows is not known.
-                        err = Some(SqlError::Unsupported(
-                            "a join of two streams needs a time bound of fixed length (an INTERVAL), e.g. `ON a.id = b.id AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`; a bound by another column does not say how long to keep rows".into(),
-                        ));
-                    }
+                    _ if j.filter.is_some() => match row_deadlines(j, defs) {
+                        // Bounded by columns (`b.ts BETWEEN a.ts AND a.expires`): each row is
+                        // kept until the watermark passes its own deadline.
+                        Some(d) => {
+                            deadlines.extend(d);
+                            out = Some(out.unwrap_or(0));
+                        }
+                        None => err = Some(SqlError::Unsupported(
+                            "a join of two streams needs a time bound: an INTERVAL (`ON a.id = b.id AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`), or each side's time bounded by the other's columns (`b.ts BETWEEN a.ts AND a.expires`)".into(),
+                        )),
+                    },
                     _ => {
                         err = Some(SqlError::Unsupported(
                             "a join of two streams needs a time bound, e.g. `ON a.id = b.id AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`, or to join on the same window".into(),
@@ -574,8 +692,84 @@ fn join_retention(
     })?;
     match err {
         Some(e) => Err(e),
-        None => Ok((out, with_agg)),
+        None => Ok(JoinBounds {
+            streams: out,
+            with_aggregate: with_agg,
+            deadlines,
+        }),
     }
+}
+
+/// How long joins keep rows.
+struct JoinBounds {
+    /// A join of two streams: a fixed time, in ms.
+    streams: Option<i64>,
+    /// A stream joined with an aggregate's result: a fixed time, in ms.
+    with_aggregate: Option<i64>,
+    /// A join of two streams bounded by columns: per source, the column past which (once the
+    /// watermark passes it) a row can match nothing more.
+    deadlines: BTreeMap<String, String>,
+}
+
+/// Per-row deadlines of a join of two streams bounded by columns: from each condition
+/// `x <= y` (or `<`, or `y >= x`) where `x` is its side's event time, rows of `y`'s side
+/// cannot meet rows still to come once the watermark passes `y`. Both sides need one.
+fn row_deadlines(
+    j: &datafusion::logical_expr::Join,
+    defs: &BTreeMap<String, Arc<SourceDef>>,
+) -> Option<BTreeMap<String, String>> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let source_of = |p: &LogicalPlan| {
+        let mut names = Vec::new();
+        let _ = p.apply(|x| {
+            if let LogicalPlan::TableScan(s) = x {
+                names.push(s.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        match names.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    };
+    let (left, right) = (source_of(&j.left)?, source_of(&j.right)?);
+    if left == right {
+        return None;
+    }
+    // (source, column) of a column of either side.
+    let side = |e: &Expr| match e {
+        Expr::Column(c) if j.left.schema().has_column(c) => Some((left.clone(), c.name.clone())),
+        Expr::Column(c) if j.right.schema().has_column(c) => Some((right.clone(), c.name.clone())),
+        _ => None,
+    };
+    let is_time = |(src, col): &(String, String)| {
+        defs.get(src)
+            .is_some_and(|d| d.time_column() == col.as_str())
+    };
+    let mut out = BTreeMap::new();
+    for c in datafusion::logical_expr::utils::split_conjunction(j.filter.as_ref()?) {
+        let Expr::BinaryExpr(BinaryExpr {
+            left: l,
+            op,
+            right: r,
+        }) = c
+        else {
+            continue;
+        };
+        // As `lo <= hi`.
+        let (lo, hi) = match op {
+            Operator::LtEq | Operator::Lt => (side(l), side(r)),
+            Operator::GtEq | Operator::Gt => (side(r), side(l)),
+            _ => continue,
+        };
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            continue;
+        };
+        if lo.0 != hi.0 && is_time(&lo) {
+            out.insert(hi.0, hi.1);
+        }
+    }
+    (out.contains_key(&left) && out.contains_key(&right)).then_some(out)
 }
 
 fn interval_ms(v: &ScalarValue) -> Option<i64> {
@@ -604,6 +798,17 @@ async fn run_plan(
     let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan.clone())?;
     let stream = plan.execute(0, task.clone())?;
     stream.try_collect().await
+}
+
+impl Aggregation {
+    /// Every Strom-kept aggregation state: the stages', then the upper one's.
+    pub fn states_mut(&mut self) -> Vec<&mut AggState> {
+        let mut v: Vec<&mut AggState> = self.stages.iter_mut().map(|s| &mut s.state).collect();
+        if let Some(u) = self.upper.as_mut() {
+            v.push(&mut u.state);
+        }
+        v
+    }
 }
 
 impl Pipeline {
@@ -702,6 +907,28 @@ impl Pipeline {
                 }
             }
             let mut emitted = Vec::new();
+            if let Some(upper) = agg.upper.as_mut() {
+                // The upper aggregation takes back what each change replaces, then adds it.
+                let (old, new) = stage.state.take_changes_with_old()?;
+                if let Some(old) = old {
+                    stage.slot.set(vec![old]);
+                    for b in run_plan(&upper.mid, &self.task).await? {
+                        upper.state.retract(&b)?;
+                    }
+                }
+                if let Some(new) = new {
+                    stage.slot.set(vec![new]);
+                    for b in run_plan(&upper.mid, &self.task).await? {
+                        upper.state.update(&b, i64::MIN)?;
+                    }
+                }
+                stage.slot.set(Vec::new());
+                if let Some(c) = upper.state.take_changes()? {
+                    any_emitted = true;
+                    upper.slot.set(vec![c]);
+                }
+                continue;
+            }
             if let Some(c) = stage.state.take_changes()? {
                 emitted.push(c);
             }
@@ -721,6 +948,9 @@ impl Pipeline {
         };
         for stage in &agg.stages {
             stage.slot.set(Vec::new());
+        }
+        if let Some(upper) = &agg.upper {
+            upper.slot.set(Vec::new());
         }
         // Windows that close later end after this watermark: rows older than it by more than
         // the join's bound cannot meet them.
@@ -793,24 +1023,32 @@ impl Pipeline {
         };
         let limit = watermark.saturating_sub(keep);
         for i in 0..self.inputs.len() {
-            self.evict_input(i, limit)?;
+            match self.join_deadlines.get(&self.inputs[i].def.name).cloned() {
+                Some(col) => self.evict_by(i, &col, watermark)?,
+                None => self.evict_input(i, limit)?,
+            }
         }
         Ok(())
     }
 
     /// Drops input `i`'s retained rows older than `limit`.
     fn evict_input(&mut self, i: usize, limit: i64) -> Result<()> {
+        let col = match &self.inputs[i].slot.binding.window {
+            Some(_) => WINDOW_END.to_string(),
+            None => self.inputs[i].def.time_column().to_string(),
+        };
+        self.evict_by(i, &col, limit)
+    }
+
+    /// Drops input `i`'s retained rows whose `col` is before `limit`.
+    fn evict_by(&mut self, i: usize, col: &str, limit: i64) -> Result<()> {
         let input = &mut self.inputs[i];
         if input.retained.is_empty() {
             return Ok(());
         }
-        let col = match &input.slot.binding.window {
-            Some(_) => WINDOW_END.to_string(),
-            None => input.def.time_column().to_string(),
-        };
         let mut kept = Vec::new();
         for b in input.retained.drain(..) {
-            let t = crate::window::times(&b, &col)?;
+            let t = crate::window::times(&b, col)?;
             let mask: arrow::array::BooleanArray = t
                 .iter()
                 .map(|v| Some(v.is_none_or(|v| v >= limit)))
@@ -836,6 +1074,9 @@ impl Pipeline {
         let Some(agg) = &self.agg else {
             return Vec::new();
         };
+        if let Some(upper) = &agg.upper {
+            return upper.state.group_names();
+        }
         let mut top: Option<Vec<String>> = None;
         let _ = agg.post.apply(|n| {
             if let Some(a) = n.downcast_ref::<AggregateExec>() {
@@ -860,6 +1101,6 @@ impl Pipeline {
     pub fn updating(&self) -> bool {
         self.agg
             .as_ref()
-            .is_some_and(|a| a.stages.iter().any(|s| s.state.updating()))
+            .is_some_and(|a| a.upper.is_some() || a.stages.iter().any(|s| s.state.updating()))
     }
 }

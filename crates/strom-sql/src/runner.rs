@@ -693,20 +693,16 @@ async fn commit(
     if p.agg.is_some() || retaining {
         let topic = state_topic(&ctx.id);
         let mut acks = Vec::new();
-        let stages = p
-            .agg
-            .as_mut()
-            .map(|a| a.stages.as_mut_slice())
-            .unwrap_or_default();
-        for (i, stage) in stages.iter_mut().enumerate() {
-            let changed: Vec<_> = stage.state.changed.drain().collect();
+        let states = p.agg.as_mut().map(|a| a.states_mut()).unwrap_or_default();
+        for (i, state) in states.into_iter().enumerate() {
+            let changed: Vec<_> = state.changed.drain().collect();
             for k in changed {
                 // Keys are the stage's number, then its group key; the empty key holds the
                 // watermark.
                 let mut key = vec![i as u8];
                 key.extend(crate::agg::AggState::encode_key(&k));
                 let mut r = ProducerRecord::new(topic.clone(), Vec::new()).key(key);
-                r.value = stage.state.encode_state(&k)?.map(Into::into);
+                r.value = state.encode_state(&k)?.map(Into::into);
                 acks.push(ctx.producer.send(r).await?);
             }
         }
@@ -809,8 +805,8 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<(i64, Replay)> {
         }
         let Some(agg) = &mut p.agg else { continue };
         let (i, k) = (usize::from(k[0]), &k[1..]);
-        match agg.stages.get_mut(i) {
-            Some(stage) => stage.state.restore(k, &v)?,
+        match agg.states_mut().into_iter().nth(i) {
+            Some(state) => state.restore(k, &v)?,
             None => tracing::warn!(query = %ctx.id, stage = i, "state of an unknown stage ignored"),
         }
     }

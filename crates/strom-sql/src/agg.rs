@@ -55,6 +55,18 @@ pub struct AggSpec {
     pub emit_changes: bool,
 }
 
+/// A batch as an aggregation sees it.
+struct Inputs {
+    /// The group-by expressions' values.
+    group_vals: Vec<ArrayRef>,
+    /// Each row's group key (without window columns), row-encoded.
+    rows: arrow::row::Rows,
+    /// Each aggregate's arguments.
+    args: Vec<Vec<ArrayRef>>,
+    /// Each aggregate's `FILTER`, if any.
+    filters: Vec<Option<BooleanArray>>,
+}
+
 /// Per-group accumulators and the bookkeeping around them.
 pub struct AggState {
     spec: AggSpec,
@@ -149,13 +161,9 @@ impl AggState {
             .collect()
     }
 
-    /// Adds `batch`'s rows; rows of windows that ended at or before `watermark` are late and
-    /// returned (as the row indices of `batch`) instead.
-    pub fn update(&mut self, batch: &RecordBatch, watermark: i64) -> DfResult<Vec<u32>> {
+    /// What the aggregation needs of `batch` (not empty), evaluated once for all its rows.
+    fn inputs(&self, batch: &RecordBatch) -> DfResult<Inputs> {
         let n = batch.num_rows();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
         let group_vals: Vec<ArrayRef> = self
             .spec
             .group
@@ -172,18 +180,6 @@ impl AggState {
                 .collect()
         };
         let rows = self.conv.convert_columns(&keys)?;
-        let times = |i: Option<usize>| -> DfResult<Option<TimestampMillisecondArray>> {
-            match i {
-                Some(i) => {
-                    let c = arrow::compute::cast(&group_vals[i], &ts_type())?;
-                    Ok(Some(c.as_primitive::<TimestampMillisecondType>().clone()))
-                }
-                None => Ok(None),
-            }
-        };
-        let starts = times(self.start_idx)?;
-        let ends = times(self.end_idx)?;
-        // Arguments and filters once for the whole batch.
         let args: Vec<Vec<ArrayRef>> = self
             .spec
             .aggs
@@ -207,6 +203,38 @@ impl AggState {
                 None => Ok(None),
             })
             .collect::<DfResult<_>>()?;
+        Ok(Inputs {
+            group_vals,
+            rows,
+            args,
+            filters,
+        })
+    }
+
+    /// Adds `batch`'s rows; rows of windows that ended at or before `watermark` are late and
+    /// returned (as the row indices of `batch`) instead.
+    pub fn update(&mut self, batch: &RecordBatch, watermark: i64) -> DfResult<Vec<u32>> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let Inputs {
+            group_vals,
+            rows,
+            args,
+            filters,
+        } = self.inputs(batch)?;
+        let times = |i: Option<usize>| -> DfResult<Option<TimestampMillisecondArray>> {
+            match i {
+                Some(i) => {
+                    let c = arrow::compute::cast(&group_vals[i], &ts_type())?;
+                    Ok(Some(c.as_primitive::<TimestampMillisecondType>().clone()))
+                }
+                None => Ok(None),
+            }
+        };
+        let starts = times(self.start_idx)?;
+        let ends = times(self.end_idx)?;
         let mut late = Vec::new();
         let mut order: Vec<GroupKey> = Vec::new();
         let mut members: HashMap<GroupKey, Vec<u32>> = HashMap::new();
@@ -317,41 +345,12 @@ impl AggState {
                 "retractions reach only groups without windows".into(),
             ));
         }
-        let group_vals: Vec<ArrayRef> = self
-            .spec
-            .group
-            .iter()
-            .map(|(e, _)| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<DfResult<_>>()?;
-        let keys: Vec<ArrayRef> = if self.key_idx.is_empty() {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
-        } else {
-            self.key_idx
-                .iter()
-                .map(|&i| group_vals[i].clone())
-                .collect()
-        };
-        let rows = self.conv.convert_columns(&keys)?;
-        let args: Vec<Vec<ArrayRef>> = self
-            .spec
-            .aggs
-            .iter()
-            .map(|a| {
-                a.expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                    .collect::<DfResult<Vec<_>>>()
-            })
-            .collect::<DfResult<_>>()?;
-        let filters: Vec<Option<BooleanArray>> = self
-            .spec
-            .filters
-            .iter()
-            .map(|f| match f {
-                Some(f) => Ok(Some(f.evaluate(batch)?.into_array(n)?.as_boolean().clone())),
-                None => Ok(None),
-            })
-            .collect::<DfResult<_>>()?;
+        let Inputs {
+            rows,
+            args,
+            filters,
+            ..
+        } = self.inputs(batch)?;
         let mut order: Vec<GroupKey> = Vec::new();
         let mut members: HashMap<GroupKey, Vec<u32>> = HashMap::new();
         for i in 0..n {

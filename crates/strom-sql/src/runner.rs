@@ -601,32 +601,10 @@ async fn run_inner(
         let before = watermark(&max_ts, &p, floor);
         for (i, input) in p.inputs.iter().enumerate() {
             let Some(dec) = &decoders[i] else { continue };
-            let mine: Vec<Rec<'_>> = recs
-                .iter()
-                .filter(|r| r.topic == input.def.topic)
-                .filter_map(|r| {
-                    r.value.as_ref().map(|v| Rec {
-                        value: v,
-                        partition: r.partition,
-                        offset: r.offset,
-                        timestamp: r.timestamp,
-                    })
-                })
-                .collect();
-            if mine.is_empty() {
+            let Some((b, bad)) = decode_input(input, dec, &recs, &mut max_ts[i], |_| true)? else {
                 continue;
-            }
-            let (b, bad) = dec.decode(&mine)?;
-            ctx.stats.bad.fetch_add(bad, Ordering::Relaxed);
-            let b = match &input.slot.binding.window {
-                Some(w) => w.assign(&b, &input.slot.schema)?,
-                None => b,
             };
-            if let Ok(t) = crate::window::times(&b, &time_cols[i]) {
-                if let Some(m) = arrow::compute::max(&t) {
-                    max_ts[i] = Some(max_ts[i].map_or(m, |x| x.max(m)));
-                }
-            }
+            ctx.stats.bad.fetch_add(bad, Ordering::Relaxed);
             fresh[i] = Some(vec![b]);
         }
         let after = watermark(&max_ts, &p, floor);
@@ -862,48 +840,57 @@ async fn rebuild_buffers(
         }
         let recs = c.poll(Duration::from_millis(200)).await?;
         for &i in &retaining {
-            let (Some(dec), input) = (&decoders[i], &p.inputs[i]) else {
-                continue;
+            let Some(dec) = &decoders[i] else { continue };
+            let before_commit = |r: &ConsumerRecord| {
+                upto.get(&TopicPartition::new(r.topic.clone(), r.partition))
+                    .is_some_and(|to| r.offset < *to)
             };
-            let mine: Vec<Rec<'_>> = recs
-                .iter()
-                .filter(|r| {
-                    r.topic == input.def.topic
-                        && upto
-                            .get(&TopicPartition::new(r.topic.clone(), r.partition))
-                            .is_some_and(|to| r.offset < *to)
-                })
-                .filter_map(|r| {
-                    r.value.as_ref().map(|v| Rec {
-                        value: v,
-                        partition: r.partition,
-                        offset: r.offset,
-                        timestamp: r.timestamp,
-                    })
-                })
-                .collect();
-            if mine.is_empty() {
-                continue;
+            let decoded = decode_input(&p.inputs[i], dec, &recs, &mut max_ts[i], before_commit)?;
+            if let Some((b, _)) = decoded {
+                rebuilt += b.num_rows() as u64;
+                p.inputs[i].retained.push(b);
             }
-            let (b, _) = dec.decode(&mine)?;
-            let b = match &input.slot.binding.window {
-                Some(w) => w.assign(&b, &input.slot.schema)?,
-                None => b,
-            };
-            let col = match &input.slot.binding.window {
-                Some(w) => w.time_col.clone(),
-                None => input.def.time_column().to_string(),
-            };
-            if let Ok(t) = crate::window::times(&b, &col) {
-                if let Some(m) = arrow::compute::max(&t) {
-                    max_ts[i] = Some(max_ts[i].map_or(m, |x| x.max(m)));
-                }
-            }
-            rebuilt += b.num_rows() as u64;
-            p.inputs[i].retained.push(b);
         }
     }
     let _ = c.close().await;
     tracing::info!(query = %ctx.id, rows = rebuilt, "join buffers rebuilt");
     Ok(())
+}
+
+/// Decodes the records of `input`'s topic that `keep` accepts, with window columns if the
+/// input is windowed, and raises `max_ts` to their largest event time. `None` without any;
+/// else the rows and how many records could not be decoded.
+fn decode_input(
+    input: &crate::continuous::Input,
+    dec: &Decoder,
+    recs: &[ConsumerRecord],
+    max_ts: &mut Option<i64>,
+    keep: impl Fn(&ConsumerRecord) -> bool,
+) -> Result<Option<(RecordBatch, u64)>> {
+    let mine: Vec<Rec<'_>> = recs
+        .iter()
+        .filter(|r| r.topic == input.def.topic && keep(r))
+        .filter_map(|r| {
+            r.value.as_ref().map(|v| Rec {
+                value: v,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+            })
+        })
+        .collect();
+    if mine.is_empty() {
+        return Ok(None);
+    }
+    let (b, bad) = dec.decode(&mine)?;
+    let (b, time_col) = match &input.slot.binding.window {
+        Some(w) => (w.assign(&b, &input.slot.schema)?, w.time_col.as_str()),
+        None => (b, input.def.time_column()),
+    };
+    if let Ok(t) = crate::window::times(&b, time_col) {
+        if let Some(m) = arrow::compute::max(&t) {
+            *max_ts = Some(max_ts.map_or(m, |x| x.max(m)));
+        }
+    }
+    Ok(Some((b, bad)))
 }

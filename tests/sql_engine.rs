@@ -334,6 +334,13 @@ async fn engines_of_a_cluster_share_queries_and_take_them_over() {
     }
     let engines = [a.as_ref(), b.as_ref()];
     let host = placed(&engines, &id).await;
+    // The engine that does not run the query still will not drop what it reads.
+    let err = engines[1 - host]
+        .execute("DROP STREAM pays")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("used by {id}")), "{err}");
 
     let batch = |from: i64| -> Vec<(i64, String)> {
         (from..from + 20)

@@ -509,13 +509,21 @@ impl Engine {
                         crate::errors::suggest(&name, self.sources.lock().keys().map(String::as_str))
                     )));
                 };
-                let users: Vec<String> = self
+                let mut users: Vec<String> = self
                     .queries
                     .lock()
                     .iter()
                     .filter(|(_, r)| r.reads.contains(&name) || r.writes.as_deref() == Some(name.as_str()))
                     .map(|(id, _)| id.clone())
                     .collect();
+                // Queries another server runs: those whose statement names it.
+                let catalog = self.catalog_queries.lock().clone();
+                for (id, sql) in catalog {
+                    if !users.contains(&id) && names_source(&sql, &name) {
+                        users.push(id);
+                    }
+                }
+                users.sort();
                 if !users.is_empty() {
                     return Err(SqlError::Statement(format!(
                         "`{name}` is used by {}: TERMINATE {} first",
@@ -1317,4 +1325,12 @@ fn sink_of(sql: &str) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// Whether statement `sql` names `source` (as an identifier, in any case).
+fn names_source(sql: &str, source: &str) -> bool {
+    parse::parse_script(sql).is_ok_and(|ps| {
+        ps.iter()
+            .any(|p| p.idents.iter().any(|(i, _)| i.eq_ignore_ascii_case(source)))
+    })
 }

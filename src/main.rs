@@ -252,9 +252,10 @@ enum ClusterCommand {
     /// Start a local cluster of `strom server` processes on 127.0.0.1 and print its
     /// `bootstrap.servers=...` line once every broker is up.
     ///
-    /// Node i (from 1) listens on BASE_PORT + 100*(i-1) (Kafka) and the port after it
-    /// (controller); its data and server.log go under DIR/node-i. The servers keep running
-    /// after this command exits; stop them with `strom cluster down`.
+    /// Node i (from 1) listens on BASE_PORT + 100*(i-1) (Kafka), the port after it
+    /// (controller) and the one after that (SQL: `psql -p PORT`, `strom sql --server`); its
+    /// data and server.log go under DIR/node-i. The servers keep running after this command
+    /// exits; stop them with `strom cluster down`.
     Up {
         /// Number of nodes (1 to 9); each is a controller and a broker.
         #[arg(long, default_value_t = 3)]

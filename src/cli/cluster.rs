@@ -73,7 +73,7 @@ pub struct UpOptions {
     pub nodes: u32,
     /// Directory of the nodes' data and logs, and of cluster.json.
     pub dir: PathBuf,
-    /// Kafka port of node 1; node i uses `base_port + 100 * (i - 1)` and the port after it.
+    /// Kafka port of node 1; node i uses `base_port + 100 * (i - 1)` and the two ports after it.
     pub base_port: u16,
 }
 
@@ -99,6 +99,9 @@ pub async fn up(o: UpOptions) -> Result<()> {
             p.controller,
             &format!("node {}'s controller listener", p.id),
         )?;
+        if let Some(port) = sql_port(p) {
+            check_free(port, &format!("node {}'s SQL listener", p.id))?;
+        }
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the strom binary: {e}"))?;
     let bootstrap = bootstrap(&plan);

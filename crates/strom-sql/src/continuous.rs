@@ -505,9 +505,18 @@ fn window_columns(
     node: &Arc<dyn ExecutionPlan>,
     leaves: &[Arc<dyn ExecutionPlan>],
 ) -> HashSet<usize> {
-    let from = |e: &Arc<dyn PhysicalExpr>, child: &HashSet<usize>| {
-        e.downcast_ref::<Column>()
-            .is_some_and(|c| child.contains(&c.index()))
+    // The positions of `exprs` that pass one of `input`'s window columns up unchanged.
+    let passed = |input: &Plan, exprs: Vec<&Arc<dyn PhysicalExpr>>| -> HashSet<usize> {
+        let child = window_columns(input, leaves);
+        exprs
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                e.downcast_ref::<Column>()
+                    .is_some_and(|c| child.contains(&c.index()))
+            })
+            .map(|(i, _)| i)
+            .collect()
     };
     if leaves.iter().any(|l| Arc::ptr_eq(l, node)) {
         return node
@@ -520,25 +529,13 @@ fn window_columns(
             .collect();
     }
     if let Some(p) = node.downcast_ref::<ProjectionExec>() {
-        let child = window_columns(p.input(), leaves);
-        return p
-            .expr()
-            .iter()
-            .enumerate()
-            .filter(|(_, pe)| from(&pe.expr, &child))
-            .map(|(i, _)| i)
-            .collect();
+        return passed(p.input(), p.expr().iter().map(|pe| &pe.expr).collect());
     }
     if let Some(a) = node.downcast_ref::<AggregateExec>() {
-        let child = window_columns(a.input(), leaves);
-        return a
-            .group_expr()
-            .expr()
-            .iter()
-            .enumerate()
-            .filter(|(_, (e, _))| from(e, &child))
-            .map(|(i, _)| i)
-            .collect();
+        return passed(
+            a.input(),
+            a.group_expr().expr().iter().map(|(e, _)| e).collect(),
+        );
     }
     if let Some(j) = node.downcast_ref::<HashJoinExec>() {
         if *j.join_type() != JoinType::Inner {
@@ -906,7 +903,6 @@ impl Pipeline {
                     self.late_rows.push(RecordBatch::try_new(b.schema(), cols)?);
                 }
             }
-            let mut emitted = Vec::new();
             if let Some(upper) = agg.upper.as_mut() {
                 // The upper aggregation takes back what each change replaces, then adds it.
                 let (old, new) = stage.state.take_changes_with_old()?;
@@ -929,6 +925,7 @@ impl Pipeline {
                 }
                 continue;
             }
+            let mut emitted = Vec::new();
             if let Some(c) = stage.state.take_changes()? {
                 emitted.push(c);
             }
@@ -952,13 +949,10 @@ impl Pipeline {
         if let Some(upper) = &agg.upper {
             upper.slot.set(Vec::new());
         }
-        // Windows that close later end after this watermark: rows older than it by more than
-        // the join's bound cannot meet them.
-        let post_streams = self.post_streams.clone();
-        for i in post_streams {
+        for &i in &self.post_streams {
             self.inputs[i].slot.set(Vec::new());
-            self.evict_input(i, watermark_after.saturating_sub(self.post_retention))?;
         }
+        self.evict_post(watermark_after)?;
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
@@ -1010,6 +1004,13 @@ impl Pipeline {
     /// Drops retained rows (of joins of either kind) that can no longer match.
     pub fn evict_retained(&mut self, watermark: i64) -> Result<()> {
         self.evict(watermark)?;
+        self.evict_post(watermark)
+    }
+
+    /// Drops rows of streams joined with an aggregate's result that can meet no window still
+    /// to close: those windows end after `watermark`, so rows older than it by more than the
+    /// join's bound are done.
+    fn evict_post(&mut self, watermark: i64) -> Result<()> {
         for i in self.post_streams.clone() {
             self.evict_input(i, watermark.saturating_sub(self.post_retention))?;
         }

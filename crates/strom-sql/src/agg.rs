@@ -498,6 +498,15 @@ impl AggState {
         self.changed.insert(key);
     }
 
+    /// The current rows of every group, if there are any.
+    pub fn all_rows(&mut self) -> DfResult<Option<RecordBatch>> {
+        let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        self.rows(&keys).map(Some)
+    }
+
     /// Rows of the groups changed since the last call (updating outputs only).
     pub fn take_changes(&mut self) -> DfResult<Option<RecordBatch>> {
         let keys = std::mem::take(&mut self.dirty);

@@ -23,16 +23,21 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::window::WindowExpr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
-use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures_util::TryStreamExt;
 
 use crate::agg::{AggSpec, AggState};
 use crate::catalog::SourceDef;
+use crate::over::OverState;
 use crate::slot::{Slot, SlotExec};
 use crate::window::{WindowKind, WINDOW_END, WINDOW_START};
 use crate::{Result, SqlError};
@@ -68,12 +73,25 @@ pub struct Upper {
     pub slot: Arc<Slot>,
 }
 
+/// Window functions (`OVER (..)`) over the one updating stage's rows.
+pub struct Over {
+    /// The plan from the stage's rows to the window functions' input (row by row), each row
+    /// followed by its identity: the stage's group key.
+    pub mid: Arc<dyn ExecutionPlan>,
+    /// The partitions' rows in window order.
+    pub state: OverState,
+    /// Where its rows (with their identities) go for the plan above.
+    pub slot: Arc<Slot>,
+}
+
 /// The aggregations of a continuous query and the plan above them.
 pub struct Aggregation {
     /// The lowest aggregations (those with no aggregation below them), each kept by Strom.
     pub stages: Vec<Stage>,
     /// An aggregation over the one stage's changes, if there is one.
     pub upper: Option<Upper>,
+    /// Window functions over the one stage's changes, if there are any.
+    pub over: Option<Over>,
     /// The plan above them, over their emitted rows. With more than one stage, or an
     /// aggregation or join above one, every stage is windowed with final results, and what is
     /// above groups and joins by window: a window's rows all close in the same micro-batch, so
@@ -107,6 +125,9 @@ pub struct Pipeline {
     pub late_rows: Vec<RecordBatch>,
     /// Count of late rows.
     pub late: u64,
+    /// Names of the identity columns that follow the output's columns in every emitted row
+    /// (the record key of an output whose rows have no key among their columns), if any.
+    pub key_tail: Vec<String>,
 }
 
 type Plan = Arc<dyn ExecutionPlan>;
@@ -140,18 +161,41 @@ pub async fn plan(
     // Find the aggregations and anything that cannot run per batch.
     let mut aggs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     let mut problem: Option<SqlError> = None;
+    // The sorts that order a window function's input are the window state's business.
+    let mut window_sorts: Vec<Plan> = Vec::new();
+    let mut windowed = false;
+    physical.apply(|node| {
+        if let Some((_, input)) = window_parts(node) {
+            windowed = true;
+            // Down the row-by-row chain below the window operator.
+            let mut at = Some(input);
+            while let Some(n) = at.take() {
+                if n.is::<SortExec>() {
+                    window_sorts.push(n.clone());
+                }
+                let row_wise = n.is::<SortExec>()
+                    || n.is::<ProjectionExec>()
+                    || n.is::<FilterExec>()
+                    || n.name() == "CoalesceBatchesExec"
+                    || n.name() == "RepartitionExec";
+                if let (true, [child]) = (row_wise, n.children().as_slice()) {
+                    at = Some((*child).clone());
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
     physical.apply(|node| {
         let name = node.name();
         if node.is::<AggregateExec>() {
             aggs.push(node.clone());
+        } else if window_sorts.iter().any(|s| Arc::ptr_eq(s, node)) {
         } else if name.contains("Sort") && !name.contains("SortPreserving")
             || name == "SortPreservingMergeExec"
         {
             problem.get_or_insert(unsupported("ORDER BY (a stream has no end to sort at)"));
         } else if name.contains("Limit") {
             problem.get_or_insert(unsupported("LIMIT"));
-        } else if name.contains("WindowAgg") {
-            problem.get_or_insert(unsupported("OVER (..) window functions"));
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
@@ -174,6 +218,11 @@ pub async fn plan(
         return Err(unsupported("a join of more than two streams"));
     }
     let task = ctx.task_ctx();
+    if aggs.is_empty() && windowed {
+        return Err(unsupported(
+            "OVER (..) over a stream's own rows (it works over the rows of a GROUP BY without window, kept up to date)",
+        ));
+    }
     if aggs.is_empty() {
         return Ok(Pipeline {
             inputs,
@@ -187,6 +236,7 @@ pub async fn plan(
             task,
             late_rows: Vec::new(),
             late: 0,
+            key_tail: Vec::new(),
         });
     }
     // The lowest aggregations become stages; the plan above them runs on what they emit.
@@ -207,6 +257,14 @@ pub async fn plan(
             return Err(unsupported("GROUPING SETS, CUBE and ROLLUP"));
         }
         let pre = part.input().clone();
+        let mut below_window = false;
+        pre.apply(|n| {
+            below_window |= window_parts(n).is_some();
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if below_window {
+            return Err(unsupported("an aggregate over OVER (..) results"));
+        }
         let spec = AggSpec {
             group: part.group_expr().expr().to_vec(),
             aggs: part.aggr_expr().to_vec(),
@@ -243,7 +301,12 @@ pub async fn plan(
             },
         )?
         .data;
+    let (post, over, key_tail) = match over_stage(&post, &stages)? {
+        Some((post, over, keys)) => (post, Some(over), keys),
+        None => (post, None, Vec::new()),
+    };
     let (post, upper) = match retracting_upper(&post, &mut stages, emit_changes)? {
+        _ if over.is_some() => (post, None),
         Some((post, upper)) => (post, Some(upper)),
         None => {
             check_above_stages(
@@ -273,6 +336,7 @@ pub async fn plan(
         agg: Some(Aggregation {
             stages,
             upper,
+            over,
             post,
         }),
         schema,
@@ -283,7 +347,166 @@ pub async fn plan(
         task,
         late_rows: Vec::new(),
         late: 0,
+        key_tail,
     })
+}
+
+/// A window operator's functions and input.
+fn window_parts(n: &Plan) -> Option<(Vec<Arc<dyn WindowExpr>>, Plan)> {
+    if let Some(w) = n.downcast_ref::<BoundedWindowAggExec>() {
+        return Some((w.window_expr().to_vec(), w.input().clone()));
+    }
+    n.downcast_ref::<WindowAggExec>()
+        .map(|w| (w.window_expr().to_vec(), w.input().clone()))
+}
+
+/// With window functions above the stages: they must be over the one updating stage's rows,
+/// row by row, with only projections and filters above them. Returns the plan above them,
+/// the [`Over`], and the names of the identity columns that trail each output row.
+fn over_stage(post: &Plan, stages: &[Stage]) -> Result<Option<(Plan, Over, Vec<String>)>> {
+    let mut windows = Vec::new();
+    post.apply(|n| {
+        if window_parts(n).is_some() {
+            windows.push(n.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let Some(window) = windows.first().cloned() else {
+        return Ok(None);
+    };
+    let [stage] = stages else {
+        return Err(unsupported(
+            "OVER (..) over the rows of more than one aggregate",
+        ));
+    };
+    let keys = stage.state.group_names();
+    if !stage.state.updating() || stage.state.windowed() || keys.is_empty() {
+        return Err(unsupported(
+            "OVER (..) over a windowed or global aggregate's rows (it works over a GROUP BY without window)",
+        ));
+    }
+    if windows.len() > 1 {
+        return Err(unsupported(
+            "window functions with different PARTITION BY or ORDER BY",
+        ));
+    }
+    let (exprs, below) =
+        window_parts(&window).ok_or_else(|| SqlError::Internal("window operator".into()))?;
+    if exprs
+        .iter()
+        .any(|e| e.partition_by() != exprs[0].partition_by() || e.order_by() != exprs[0].order_by())
+    {
+        return Err(unsupported(
+            "window functions with different PARTITION BY or ORDER BY",
+        ));
+    }
+    let g = keys.len();
+    let stage_schema = stage.slot.schema.clone();
+    let key_fields: Vec<arrow::datatypes::FieldRef> = (0..g)
+        .map(|k| {
+            Arc::new(
+                stage_schema
+                    .field(k)
+                    .as_ref()
+                    .clone()
+                    .with_name(format!("__key{k}")),
+            )
+        })
+        .collect();
+    // Below: the stage's rows, each followed by a copy of its group key.
+    let stage_slot = stage.slot.clone();
+    let key_copies = key_fields.clone();
+    let mid = carry_keys(&below, g, &|n| {
+        let s = n.downcast_ref::<SlotExec>()?;
+        if !Arc::ptr_eq(s.slot(), &stage_slot) {
+            return None;
+        }
+        let width = n.schema().fields().len();
+        let exprs = (0..width)
+            .map(|i| (i, n.schema().field(i).name().clone()))
+            .chain((0..g).map(|k| (k, key_copies[k].name().clone())))
+            .map(|(i, name)| ProjectionExpr {
+                expr: Arc::new(Column::new(&name_at(n, i), i)) as Arc<dyn PhysicalExpr>,
+                alias: name,
+            })
+            .collect::<Vec<_>>();
+        Some(ProjectionExec::try_new(exprs, n.clone()).map(|p| Arc::new(p) as Plan))
+    })?;
+    let mut fields: Vec<arrow::datatypes::FieldRef> = window.schema().fields().to_vec();
+    fields.extend(key_fields);
+    let out_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    let state = OverState::new(exprs, below.schema(), g, out_schema.clone())?;
+    let slot = Slot::new(
+        out_schema,
+        crate::slot::Binding {
+            source: "window".into(),
+            table: false,
+            window: None,
+        },
+    );
+    // Above: the window operator's rows with their identities.
+    let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), None));
+    let above = carry_keys(post, g, &|n| {
+        Arc::ptr_eq(n, &window).then(|| Ok(leaf.clone()))
+    })?;
+    Ok(Some((above, Over { mid, state, slot }, keys)))
+}
+
+fn name_at(n: &Plan, i: usize) -> String {
+    n.schema().field(i).name().clone()
+}
+
+/// `node` rebuilt so that every row keeps its identity (the last `g` columns): `leaf` says
+/// what replaces a leaf (with the identity columns last), projections pass them on, and sorts
+/// go (the window state keeps its own order). Anything else is refused.
+fn carry_keys(
+    node: &Plan,
+    g: usize,
+    leaf: &dyn Fn(&Plan) -> Option<DfResult<Plan>>,
+) -> Result<Plan> {
+    if let Some(l) = leaf(node) {
+        return Ok(l?);
+    }
+    if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+        let input = carry_keys(p.input(), g, leaf)?;
+        let n = input.schema().fields().len();
+        let mut exprs: Vec<ProjectionExpr> = p.expr().to_vec();
+        for i in n - g..n {
+            let name = name_at(&input, i);
+            exprs.push(ProjectionExpr {
+                expr: Arc::new(Column::new(&name, i)),
+                alias: name,
+            });
+        }
+        return Ok(Arc::new(ProjectionExec::try_new(exprs, input)?));
+    }
+    if node.is::<SortExec>() {
+        if let [child] = node.children().as_slice() {
+            return carry_keys(child, g, leaf);
+        }
+    }
+    let passes = node
+        .downcast_ref::<FilterExec>()
+        .is_some_and(|f| f.projection().is_none())
+        || node.name() == "CoalesceBatchesExec"
+        || node.name() == "RepartitionExec";
+    if !passes {
+        return Err(unsupported(&format!(
+            "OVER (..) with {} between it and the aggregate below, or above it",
+            node.name()
+        )));
+    }
+    let kids = node
+        .children()
+        .into_iter()
+        .map(|c| carry_keys(c, g, leaf))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            node.clone(),
+            kids,
+        )?,
+    )
 }
 
 /// Finds the lowest aggregations under `node`: (top, the half with the raw input) pairs. A
@@ -903,6 +1126,21 @@ impl Pipeline {
                     self.late_rows.push(RecordBatch::try_new(b.schema(), cols)?);
                 }
             }
+            if let Some(over) = agg.over.as_mut() {
+                // Each changed row leaves its place in the window state and takes its new one.
+                if let Some(changes) = stage.state.take_changes()? {
+                    let touched = over.state.identities(&changes)?;
+                    stage.slot.set(vec![changes]);
+                    let rows = run_plan(&over.mid, &self.task).await;
+                    stage.slot.set(Vec::new());
+                    over.state.apply(&touched, &rows?)?;
+                }
+                if let Some(c) = over.state.take_changes()? {
+                    any_emitted = true;
+                    over.slot.set(vec![c]);
+                }
+                continue;
+            }
             if let Some(upper) = agg.upper.as_mut() {
                 // The upper aggregation takes back what each change replaces, then adds it.
                 let (old, new) = stage.state.take_changes_with_old()?;
@@ -948,6 +1186,9 @@ impl Pipeline {
         }
         if let Some(upper) = &agg.upper {
             upper.slot.set(Vec::new());
+        }
+        if let Some(over) = &agg.over {
+            over.slot.set(Vec::new());
         }
         for &i in &self.post_streams {
             self.inputs[i].slot.set(Vec::new());
@@ -1075,6 +1316,10 @@ impl Pipeline {
         let Some(agg) = &self.agg else {
             return Vec::new();
         };
+        if agg.over.is_some() {
+            // Keyed by the identity columns that trail each row.
+            return Vec::new();
+        }
         if let Some(upper) = &agg.upper {
             return upper.state.group_names();
         }
@@ -1096,6 +1341,27 @@ impl Pipeline {
             (None, [stage]) => stage.state.group_names(),
             (None, _) => Vec::new(),
         }
+    }
+
+    /// Puts the rows of the updating stage restored from the state topic back into the window
+    /// state (after a restart).
+    pub async fn rebuild_windows(&mut self) -> Result<()> {
+        let Some(agg) = &mut self.agg else {
+            return Ok(());
+        };
+        let (Some(over), [stage]) = (&mut agg.over, agg.stages.as_mut_slice()) else {
+            return Ok(());
+        };
+        let Some(rows) = stage.state.all_rows()? else {
+            return Ok(());
+        };
+        stage.slot.set(vec![rows]);
+        let out = run_plan(&over.mid, &self.task).await;
+        stage.slot.set(Vec::new());
+        for b in out? {
+            over.state.load(&b)?;
+        }
+        Ok(())
     }
 
     /// Whether the output is an upsert changelog.

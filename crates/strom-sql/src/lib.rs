@@ -30,6 +30,7 @@ pub mod format;
 pub mod history;
 pub mod hosting;
 pub mod nexmark;
+pub mod over;
 pub mod parse;
 pub mod pg;
 pub mod runner;

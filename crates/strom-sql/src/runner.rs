@@ -299,6 +299,36 @@ fn row_times(batch: &RecordBatch, time_cols: &[String], fallback: i64) -> Vec<i6
     vec![fallback; batch.num_rows()]
 }
 
+/// Splits the identity columns that trail `batch`'s rows (named `names`) off as record keys.
+fn split_key_tail(
+    batch: RecordBatch,
+    names: &[String],
+) -> Result<(RecordBatch, Option<Vec<Option<Bytes>>>)> {
+    if names.is_empty() {
+        return Ok((batch, None));
+    }
+    let width = batch.num_columns();
+    let visible = width.saturating_sub(names.len());
+    let tail = batch.project(&(visible..width).collect::<Vec<_>>())?;
+    // Keys read as the aggregate's group columns, not as the hidden copies.
+    let fields: Vec<arrow::datatypes::Field> = tail
+        .schema()
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, n)| f.as_ref().clone().with_name(n))
+        .collect();
+    let tail = RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        tail.columns().to_vec(),
+    )?;
+    let keys = row_keys(&tail, &(0..names.len()).collect::<Vec<_>>())?;
+    Ok((
+        batch.project(&(0..visible).collect::<Vec<_>>())?,
+        Some(keys),
+    ))
+}
+
 /// Record keys: one column's text, or a JSON object of several.
 fn row_keys(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<Option<Bytes>>> {
     match cols {
@@ -327,6 +357,7 @@ impl Sink {
         &mut self,
         producer: &Producer,
         batch: RecordBatch,
+        keys: Option<Vec<Option<Bytes>>>,
         time_cols: &[String],
         now: i64,
     ) -> Result<()> {
@@ -353,7 +384,10 @@ impl Sink {
                     .collect::<Result<_, _>>()?;
                 let batch = RecordBatch::try_new(schema.clone(), cols)?;
                 let values = format::encode(*format, &batch)?;
-                let keys = row_keys(&batch, key_cols)?;
+                let keys = match keys {
+                    Some(k) => k,
+                    None => row_keys(&batch, key_cols)?,
+                };
                 let times = row_times(&batch, time_cols, now);
                 let records = values.into_iter().zip(keys).zip(times).map(|((v, k), t)| {
                     let mut r = ProducerRecord::new(def.topic.clone(), v).timestamp(t);
@@ -395,8 +429,9 @@ impl Sink {
 
 /// What the query loop asks of its sink task.
 enum SinkMsg {
-    /// Write rows (`now` stands in for a missing row time).
-    Write(RecordBatch, i64),
+    /// Write rows, with their keys if they do not come from their columns (`now` stands in
+    /// for a missing row time).
+    Write(RecordBatch, Option<Vec<Option<Bytes>>>, i64),
     /// Make everything written so far durable; answers whether it could.
     Checkpoint(bool, oneshot::Sender<Result<bool>>),
 }
@@ -415,7 +450,9 @@ impl SinkTask {
         let task = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 match msg {
-                    SinkMsg::Write(b, now) => sink.write(&producer, b, &time_cols, now).await?,
+                    SinkMsg::Write(b, keys, now) => {
+                        sink.write(&producer, b, keys, &time_cols, now).await?
+                    }
                     SinkMsg::Checkpoint(closing, reply) => {
                         let r = sink.checkpoint(closing).await;
                         let failed = r.is_err();
@@ -440,8 +477,16 @@ impl SinkTask {
         }
     }
 
-    async fn write(&mut self, b: RecordBatch, now: i64) -> std::result::Result<(), ()> {
-        self.tx.send(SinkMsg::Write(b, now)).await.map_err(|_| ())
+    async fn write(
+        &mut self,
+        b: RecordBatch,
+        keys: Option<Vec<Option<Bytes>>>,
+        now: i64,
+    ) -> std::result::Result<(), ()> {
+        self.tx
+            .send(SinkMsg::Write(b, keys, now))
+            .await
+            .map_err(|_| ())
     }
 
     async fn checkpoint(&mut self, closing: bool) -> std::result::Result<Result<bool>, ()> {
@@ -539,6 +584,7 @@ async fn run_inner(
     let persist_state = ctx.persistent && (p.agg.is_some() || !p.retaining().is_empty());
     if persist_state {
         let (w, replay) = restore(&ctx, &mut p).await?;
+        p.rebuild_windows().await?;
         floor = w;
         if !replay.is_empty() {
             rebuild_buffers(&ctx, &mut p, &consumer, &decoders, &mut max_ts, replay).await?;
@@ -615,7 +661,8 @@ async fn run_inner(
                 ctx.stats
                     .rows_out
                     .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                if sink.write(b, now).await.is_err() {
+                let (b, keys) = split_key_tail(b, &p.key_tail)?;
+                if sink.write(b, keys, now).await.is_err() {
                     return Err(sink.failure().await);
                 }
             }

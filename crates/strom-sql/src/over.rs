@@ -1,0 +1,422 @@
+//! Window functions (`OVER (PARTITION BY .. ORDER BY ..)`) over an updating aggregate's rows.
+//!
+//! Every row below has an identity: its group key in the aggregate. The state keeps each
+//! window partition's current rows in window order. A change to a row takes it out of its old
+//! place and puts it in its new one; the rows whose frames held it before, or hold it now, get
+//! new results. Results are emitted as an upsert changelog keyed by the row's identity: one
+//! output row per aggregate row, as in the batch query, kept up to date.
+//!
+//! DataFusion evaluates the window functions, over the slice of a partition that the changed
+//! rows' frames cover (a `ROWS` frame of an aggregate function), or over the whole partition
+//! (any other frame, ranking and value functions).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, UInt32Array};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+use datafusion::physical_expr::window::{
+    PlainAggregateWindowExpr, SlidingAggregateWindowExpr, WindowExpr,
+};
+
+/// How far a change reaches: a row's frame is rows `r - before ..= r + after` (`None`:
+/// unbounded), or `All` of its partition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reach {
+    Rows {
+        before: Option<i64>,
+        after: Option<i64>,
+    },
+    All,
+}
+
+impl Reach {
+    fn of(e: &Arc<dyn WindowExpr>) -> Reach {
+        let any = e.as_any();
+        let aggregate =
+            any.is::<PlainAggregateWindowExpr>() || any.is::<SlidingAggregateWindowExpr>();
+        let frame = e.get_window_frame();
+        if !aggregate || frame.units != WindowFrameUnits::Rows {
+            return Reach::All;
+        }
+        // Rows before the current one (negative: after), `None` when unbounded.
+        let offset = |b: &WindowFrameBound, preceding_sign: i64| -> Option<i64> {
+            let n = |v: &ScalarValue| -> Option<i64> {
+                match v {
+                    ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok(),
+                    ScalarValue::Int64(Some(n)) => Some(*n),
+                    _ => None,
+                }
+            };
+            match b {
+                WindowFrameBound::CurrentRow => Some(0),
+                WindowFrameBound::Preceding(v) => n(v).map(|n| n * preceding_sign),
+                WindowFrameBound::Following(v) => n(v).map(|n| -n * preceding_sign),
+            }
+        };
+        Reach::Rows {
+            before: offset(&frame.start_bound, 1),
+            after: offset(&frame.end_bound, -1),
+        }
+    }
+
+    /// The reach of several window functions together.
+    fn join(self, other: Reach) -> Reach {
+        match (self, other) {
+            (
+                Reach::Rows {
+                    before: b1,
+                    after: a1,
+                },
+                Reach::Rows {
+                    before: b2,
+                    after: a2,
+                },
+            ) => {
+                let max = |x: Option<i64>, y: Option<i64>| Some(x?.max(y?));
+                Reach::Rows {
+                    before: max(b1, b2),
+                    after: max(a1, a2),
+                }
+            }
+            _ => Reach::All,
+        }
+    }
+}
+
+/// One row of a partition.
+struct Entry {
+    order: OwnedRow,
+    id: OwnedRow,
+    row: OwnedRow,
+}
+
+impl Entry {
+    fn cmp_key(&self, order: &OwnedRow, id: &OwnedRow) -> std::cmp::Ordering {
+        (self.order.row(), self.id.row()).cmp(&(order.row(), id.row()))
+    }
+}
+
+/// Rows of a partition that need new results.
+#[derive(Default)]
+struct Dirty {
+    all: bool,
+    ids: HashSet<OwnedRow>,
+}
+
+/// The rows under one `OVER (..)` specification and what changed since the last take.
+pub struct OverState {
+    exprs: Vec<Arc<dyn WindowExpr>>,
+    /// The window functions' input (without the identity columns).
+    input: SchemaRef,
+    /// Input columns, then the functions' results, then the identity columns.
+    out_schema: SchemaRef,
+    /// Count of identity columns (they trail every input batch).
+    ids: usize,
+    reach: Reach,
+    part_conv: RowConverter,
+    order_conv: RowConverter,
+    row_conv: RowConverter,
+    id_conv: RowConverter,
+    parts: HashMap<OwnedRow, Vec<Entry>>,
+    /// Each identity's partition and order key.
+    place: HashMap<OwnedRow, (OwnedRow, OwnedRow)>,
+    dirty: HashMap<OwnedRow, Dirty>,
+}
+
+impl OverState {
+    /// State for `exprs` (one `PARTITION BY` and `ORDER BY` for all) over rows of `input`
+    /// followed by `ids` identity columns; `out_schema` is the window operator's output with the
+    /// identity columns after it.
+    pub fn new(
+        exprs: Vec<Arc<dyn WindowExpr>>,
+        input: SchemaRef,
+        ids: usize,
+        out_schema: SchemaRef,
+    ) -> DfResult<OverState> {
+        let first = exprs
+            .first()
+            .ok_or_else(|| DataFusionError::Internal("a window without functions".into()))?;
+        let with_ids = out_schema.clone();
+        let id_fields: Vec<SortField> = with_ids.fields()[with_ids.fields().len() - ids..]
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let part_fields: Vec<SortField> = first
+            .partition_by()
+            .iter()
+            .map(|e| Ok(SortField::new(e.data_type(&input)?)))
+            .collect::<DfResult<_>>()?;
+        let order_fields: Vec<SortField> = first
+            .order_by()
+            .iter()
+            .map(|e| {
+                Ok(SortField::new_with_options(
+                    e.expr.data_type(&input)?,
+                    e.options,
+                ))
+            })
+            .collect::<DfResult<_>>()?;
+        let row_fields = input
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let reach = exprs
+            .iter()
+            .map(Reach::of)
+            .reduce(Reach::join)
+            .unwrap_or(Reach::All);
+        Ok(OverState {
+            reach,
+            part_conv: RowConverter::new(or_constant_field(part_fields))?,
+            order_conv: RowConverter::new(or_constant_field(order_fields))?,
+            row_conv: RowConverter::new(row_fields)?,
+            id_conv: RowConverter::new(id_fields)?,
+            exprs,
+            input,
+            out_schema,
+            ids,
+            parts: HashMap::new(),
+            place: HashMap::new(),
+            dirty: HashMap::new(),
+        })
+    }
+
+    /// The identities of `batch`'s rows: its first `n` columns (an aggregate's group key).
+    pub fn identities(&self, batch: &RecordBatch) -> DfResult<Vec<OwnedRow>> {
+        let cols: Vec<ArrayRef> = batch.columns()[..self.ids].to_vec();
+        let rows = self.id_conv.convert_columns(&cols)?;
+        Ok(rows.iter().map(|r| r.owned()).collect())
+    }
+
+    /// Applies a change: the rows of `touched` leave their places; the rows of `batches`
+    /// (input columns, then identity columns) take theirs.
+    pub fn apply(&mut self, touched: &[OwnedRow], batches: &[RecordBatch]) -> DfResult<()> {
+        for id in touched {
+            self.remove(id);
+        }
+        for b in batches {
+            self.insert(b, true)?;
+        }
+        Ok(())
+    }
+
+    /// Puts `batch`'s rows in place without asking for results (rebuilding after a restart).
+    pub fn load(&mut self, batch: &RecordBatch) -> DfResult<()> {
+        self.insert(batch, false)
+    }
+
+    fn keys(&self, batch: &RecordBatch) -> DfResult<(arrow::row::Rows, arrow::row::Rows)> {
+        let n = batch.num_rows();
+        let first = &self.exprs[0];
+        let parts = first
+            .partition_by()
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(n))
+            .collect::<DfResult<Vec<_>>>()?;
+        let orders = first
+            .order_by()
+            .iter()
+            .map(|e| e.expr.evaluate(batch)?.into_array(n))
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok((
+            self.part_conv.convert_columns(&or_constant(parts, n))?,
+            self.order_conv.convert_columns(&or_constant(orders, n))?,
+        ))
+    }
+
+    fn insert(&mut self, batch: &RecordBatch, mark: bool) -> DfResult<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let width = batch.num_columns();
+        if width != self.input.fields().len() + self.ids {
+            return Err(DataFusionError::Internal(format!(
+                "window input has {width} columns, expected {}",
+                self.input.fields().len() + self.ids
+            )));
+        }
+        let (parts, orders) = self.keys(batch)?;
+        let rows = self
+            .row_conv
+            .convert_columns(&batch.columns()[..width - self.ids])?;
+        let ids = self
+            .id_conv
+            .convert_columns(&batch.columns()[width - self.ids..])?;
+        for i in 0..n {
+            let id = ids.row(i).owned();
+            // The same identity twice in one change: the later row wins.
+            self.remove(&id);
+            let part = parts.row(i).owned();
+            let order = orders.row(i).owned();
+            let list = self.parts.entry(part.clone()).or_default();
+            let pos = list
+                .binary_search_by(|e| e.cmp_key(&order, &id))
+                .unwrap_or_else(|p| p);
+            list.insert(
+                pos,
+                Entry {
+                    order: order.clone(),
+                    id: id.clone(),
+                    row: rows.row(i).owned(),
+                },
+            );
+            self.place.insert(id.clone(), (part.clone(), order));
+            if mark {
+                self.mark(&part, pos, Some(&id));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &OwnedRow) {
+        let Some((part, order)) = self.place.remove(id) else {
+            return;
+        };
+        let Some(list) = self.parts.get_mut(&part) else {
+            return;
+        };
+        let Ok(pos) = list.binary_search_by(|e| e.cmp_key(&order, id)) else {
+            return;
+        };
+        self.mark(&part, pos, None);
+        if let Some(list) = self.parts.get_mut(&part) {
+            list.remove(pos);
+            if list.is_empty() {
+                self.parts.remove(&part);
+            }
+        }
+        if let Some(d) = self.dirty.get_mut(&part) {
+            d.ids.remove(id);
+        }
+    }
+
+    /// Marks the rows whose frames hold position `pos` of `part` (and `new`, a row put there).
+    fn mark(&mut self, part: &OwnedRow, pos: usize, new: Option<&OwnedRow>) {
+        let Some(list) = self.parts.get(part) else {
+            return;
+        };
+        let dirty = self.dirty.entry(part.clone()).or_default();
+        if let Some(id) = new {
+            dirty.ids.insert(id.clone());
+        }
+        if dirty.all {
+            return;
+        }
+        let Reach::Rows { before, after } = self.reach else {
+            dirty.all = true;
+            return;
+        };
+        // Row r's frame is [r - before, r + after]: it holds `pos` for r in
+        // [pos - after, pos + before].
+        let p = pos as i64;
+        let last = list.len() as i64 - 1;
+        let lo = after.map_or(0, |a| (p - a).max(0));
+        let hi = before.map_or(last, |b| (p + b).min(last));
+        for r in lo..=hi {
+            // `pos` itself is the row put there (marked above) or the one leaving.
+            if r != p {
+                if let Some(e) = list.get(r as usize) {
+                    dirty.ids.insert(e.id.clone());
+                }
+            }
+        }
+    }
+
+    /// The new results of every row marked since the last call: input columns, results,
+    /// identity columns.
+    pub fn take_changes(&mut self) -> DfResult<Option<RecordBatch>> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut out = Vec::new();
+        for (part, d) in dirty {
+            let Some(list) = self.parts.get(&part) else {
+                continue;
+            };
+            let mut positions: Vec<usize> = if d.all {
+                (0..list.len()).collect()
+            } else {
+                d.ids
+                    .iter()
+                    .filter_map(|id| {
+                        let (_, order) = self.place.get(id)?;
+                        list.binary_search_by(|e| e.cmp_key(order, id)).ok()
+                    })
+                    .collect()
+            };
+            if positions.is_empty() {
+                continue;
+            }
+            positions.sort_unstable();
+            let (first, last) = (positions[0], positions[positions.len() - 1]);
+            let (from, to) = match self.reach {
+                Reach::Rows { before, after } => (
+                    before.map_or(0, |b| first.saturating_sub(b.max(0) as usize)),
+                    after.map_or(list.len(), |a| {
+                        (last + 1 + a.max(0) as usize).min(list.len())
+                    }),
+                ),
+                Reach::All => (0, list.len()),
+            };
+            let slice = &list[from..to];
+            let cols = self
+                .row_conv
+                .convert_rows(slice.iter().map(|e| e.row.row()))?;
+            let batch = RecordBatch::try_new(self.input.clone(), cols)?;
+            let idx = UInt32Array::from_iter_values(positions.iter().map(|&p| (p - from) as u32));
+            let mut cols: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+                .collect::<Result<_, _>>()?;
+            for (i, e) in self.exprs.iter().enumerate() {
+                let r = e.evaluate(&batch)?;
+                let r = arrow::compute::take(r.as_ref(), &idx, None)?;
+                let want = self
+                    .out_schema
+                    .field(self.input.fields().len() + i)
+                    .data_type();
+                cols.push(if r.data_type() == want {
+                    r
+                } else {
+                    arrow::compute::cast(&r, want)?
+                });
+            }
+            let ids = self
+                .id_conv
+                .convert_rows(positions.iter().map(|&p| list[p].id.row()))?;
+            cols.extend(ids);
+            out.push(RecordBatch::try_new(self.out_schema.clone(), cols)?);
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(arrow::compute::concat_batches(
+            &self.out_schema,
+            &out,
+        )?))
+    }
+}
+
+/// Without `PARTITION BY` (or `ORDER BY`), one constant column stands for the key.
+fn or_constant_field(fields: Vec<SortField>) -> Vec<SortField> {
+    if fields.is_empty() {
+        vec![SortField::new(arrow::datatypes::DataType::Boolean)]
+    } else {
+        fields
+    }
+}
+
+fn or_constant(cols: Vec<ArrayRef>, n: usize) -> Vec<ArrayRef> {
+    if cols.is_empty() {
+        vec![Arc::new(arrow::array::BooleanArray::from(vec![true; n]))]
+    } else {
+        cols
+    }
+}

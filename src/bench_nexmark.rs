@@ -21,6 +21,8 @@
 //! Streaming rows are what the query wrote when its input was consumed: windows still open
 //! at the end of the input (the watermark trails by 4 s) are not in them, and updating
 //! aggregates write one row per change, so the counts differ from the batch ones by design.
+//! For those (keyed outputs) the table also shows the distinct keys written: the rows of the
+//! table the changelog ends as, which match the batch query's rows.
 
 use std::collections::HashSet;
 use std::io::Cursor;
@@ -30,7 +32,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use strom_client::{Admin, ClientConfig, NewTopic, OffsetSpec, Producer, ProducerConfig};
+use strom_client::{
+    Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetSpec, Producer, ProducerConfig,
+    TopicPartition,
+};
 use strom_sql::datafusion::arrow::json::ReaderBuilder;
 use strom_sql::datafusion::arrow::record_batch::RecordBatch;
 use strom_sql::datafusion::datasource::MemTable;
@@ -334,6 +339,9 @@ pub enum Outcome {
         elapsed: Duration,
         /// Rows of the result (streaming: written to the output topic).
         rows: u64,
+        /// For an updating (keyed) output: its distinct keys, the rows of the table it ends
+        /// as, comparable with the batch query's rows.
+        keys: Option<u64>,
     },
     /// It did not run (rejected, failed, timed out, or not attempted); one line.
     Failed(String),
@@ -350,6 +358,13 @@ impl Outcome {
     fn rows(&self) -> Option<u64> {
         match self {
             Outcome::Ran { rows, .. } => Some(*rows),
+            Outcome::Failed(_) => None,
+        }
+    }
+
+    fn keys(&self) -> Option<u64> {
+        match self {
+            Outcome::Ran { keys, .. } => *keys,
             Outcome::Failed(_) => None,
         }
     }
@@ -428,7 +443,7 @@ async fn streaming(
             for q in queries {
                 let outcome = run_streaming(b, &engine, bootstrap, q, data.input_of(q)).await;
                 match &outcome {
-                    Outcome::Ran { elapsed, rows } => eprintln!(
+                    Outcome::Ran { elapsed, rows, .. } => eprintln!(
                         "{} streaming: {} input records in {elapsed:.2?}, {rows} rows out",
                         q.name,
                         data.input_of(q)
@@ -515,7 +530,12 @@ async fn run_streaming(
                         break Outcome::Failed(e);
                     }
                     let rows = settled_rows_out(engine, &info.id, info.rows_out).await;
-                    break Outcome::Ran { elapsed, rows };
+                    let keys = distinct_keys(bootstrap, &sink).await;
+                    break Outcome::Ran {
+                        elapsed,
+                        rows,
+                        keys,
+                    };
                 }
                 if info.records_in != last.0 {
                     last = (info.records_in, now);
@@ -573,6 +593,38 @@ async fn output_written(
     }
 }
 
+/// The distinct record keys in topic `sink`, if its records have keys (an upsert changelog).
+async fn distinct_keys(bootstrap: &str, sink: &str) -> Option<u64> {
+    let admin = Admin::new(ClientConfig::new(bootstrap)).await.ok()?;
+    let ends = admin
+        .list_offsets(&[sink.to_string()], OffsetSpec::Latest)
+        .await
+        .ok()?;
+    let mut c = Consumer::new(ConsumerConfig::new(bootstrap)).await.ok()?;
+    let tps: Vec<TopicPartition> = ends.keys().cloned().collect();
+    c.assign(&tps).ok()?;
+    c.seek_to_beginning(&tps).ok()?;
+    let mut keys: HashSet<Bytes> = HashSet::new();
+    let mut keyless = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && ends
+            .iter()
+            .any(|(tp, end)| c.position(tp).unwrap_or(0) < *end)
+    {
+        for r in c.poll(Duration::from_millis(200)).await.ok()? {
+            match r.key {
+                Some(k) => {
+                    keys.insert(k);
+                }
+                None => keyless = true,
+            }
+        }
+    }
+    let _ = c.close().await;
+    (!keyless && !keys.is_empty()).then_some(keys.len() as u64)
+}
+
 /// `rows_out` once it stops growing (output lags input a little), waiting at most 5 s.
 async fn settled_rows_out(engine: &Engine, id: &str, mut rows: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -620,6 +672,7 @@ async fn batch_arrow(q: &Query, data: &Data) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ran {
         elapsed: t.elapsed(),
         rows,
+        keys: None,
     })
 }
 
@@ -638,6 +691,7 @@ async fn batch_json(q: &Query, data: &Data, batch_size: usize) -> anyhow::Result
     Ok(Outcome::Ran {
         elapsed: t.elapsed(),
         rows,
+        keys: None,
     })
 }
 
@@ -727,7 +781,7 @@ pub async fn run(b: NexmarkBench) -> anyhow::Result<Vec<Row>> {
         let (batch_arrow, batch_json) = batch(q, &data, b.batch_size).await;
         let input = data.input_of(q);
         for (what, outcome) in [("Arrow", &batch_arrow), ("JSON", &batch_json)] {
-            if let Outcome::Ran { elapsed, rows } = outcome {
+            if let Outcome::Ran { elapsed, rows, .. } = outcome {
                 eprintln!(
                     "{} batch ({what}): {input} input records in {elapsed:.2?}, {rows} rows",
                     q.name
@@ -769,7 +823,10 @@ pub async fn run(b: NexmarkBench) -> anyhow::Result<Vec<Row>> {
             ratio_cell(s, a),
             rate_cell(j),
             ratio_cell(s, j),
-            rows_cell(r.streaming.rows()),
+            match (r.streaming.rows(), r.streaming.keys()) {
+                (Some(n), Some(k)) => format!("{n} ({k} keys)"),
+                (n, _) => rows_cell(n),
+            },
             batch_rows
         );
     }

@@ -321,6 +321,55 @@ async fn window_functions_resume_after_a_restart() {
     broker.stop().await;
 }
 
+/// Window functions over a stream's rows after a restart: the rows later frames need, and the
+/// rows still waiting for the watermark, are read again from the input, so results continue
+/// as if there had been no restart, and no row gets its results twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_windows_resume_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path(), |_| {}).await;
+    let bs = broker.bootstrap();
+    let e = engine(&bs).await;
+    exec(
+        &e,
+        "CREATE STREAM ticks (sym VARCHAR, price BIGINT, ts TIMESTAMP)
+           WITH (topic='ticks', timestamp='ts');
+         CREATE STREAM pairs_avg WITH (topic='pairs_avg') AS
+           SELECT price, AVG(price) OVER (PARTITION BY sym ORDER BY ts
+             ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS a2
+           FROM ticks",
+    )
+    .await;
+    let tick = |price: i64| format!(r#"{{"sym":"s","price":{price},"ts":{}}}"#, price * 100);
+    let ticks: Vec<String> = [10, 20, 30, 40, 50].into_iter().map(tick).collect();
+    let avgs = |rows: &[String]| -> Vec<(i64, f64)> {
+        rows.iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                (v["price"].as_i64().unwrap(), v["a2"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    // 10 and 20 get their results; 30 waits for the watermark to pass it.
+    let first: Vec<(i64, &str)> = ticks[..3].iter().map(|t| (0, t.as_str())).collect();
+    produce(&bs, "ticks", &first).await;
+    let out = read_topic(&bs, "pairs_avg", 2).await;
+    assert_eq!(avgs(&out), vec![(10, 10.0), (20, 15.0)]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e.shutdown().await;
+    drop(e);
+    let e = engine(&bs).await;
+    produce(&bs, "ticks", &[(0, ticks[3].as_str())]).await;
+    produce(&bs, "ticks", &[(0, ticks[4].as_str())]).await;
+    let out = read_topic(&bs, "pairs_avg", 4).await;
+    assert_eq!(
+        avgs(&out),
+        vec![(10, 10.0), (20, 15.0), (30, 25.0), (40, 35.0)]
+    );
+    e.shutdown().await;
+    broker.stop().await;
+}
+
 async fn shared_engine(bootstrap: &str) -> std::sync::Arc<Engine> {
     let mut c = EngineConfig::new(bootstrap).shared(strom_sql::HostingConfig {
         session_timeout: Duration::from_secs(6),

@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, AsArray, BooleanArray};
+use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::JoinType;
@@ -23,7 +25,10 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::window::WindowExpr;
+use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+use datafusion::physical_expr::window::{
+    PlainAggregateWindowExpr, SlidingAggregateWindowExpr, WindowExpr,
+};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::filter::FilterExec;
@@ -84,6 +89,31 @@ pub struct Over {
     pub slot: Arc<Slot>,
 }
 
+/// Window functions over a stream's own rows (Flink's `OVER` windows): rows wait until the
+/// watermark passes their event time, then go into their partitions in time order and get
+/// their results once; each partition keeps only the rows later frames can still hold.
+pub struct StreamOver {
+    /// The stream input.
+    pub input: usize,
+    /// The plan from the stream's rows to the window functions' input, each row followed by
+    /// its identity (`_partition`, `_offset`).
+    pub mid: Arc<dyn ExecutionPlan>,
+    /// The kept rows of each partition.
+    pub state: OverState,
+    /// The window functions' results for the plan above.
+    pub slot: Arc<Slot>,
+    /// The plan above the window functions.
+    pub above: Arc<dyn ExecutionPlan>,
+    /// The event time, over the window functions' input.
+    pub time: Arc<dyn PhysicalExpr>,
+    /// Rows the watermark has not passed yet.
+    pub pending: Vec<RecordBatch>,
+    /// Rows of a partition that `ROWS` frames need: the last ones.
+    pub keep_rows: usize,
+    /// How far back `RANGE` frames reach, in ms.
+    pub keep_ms: Option<i64>,
+}
+
 /// The aggregations of a continuous query and the plan above them.
 pub struct Aggregation {
     /// The lowest aggregations (those with no aggregation below them), each kept by Strom.
@@ -128,6 +158,8 @@ pub struct Pipeline {
     /// Names of the identity columns that follow the output's columns in every emitted row
     /// (the record key of an output whose rows have no key among their columns), if any.
     pub key_tail: Vec<String>,
+    /// Window functions over a stream's rows.
+    pub stream_over: Option<StreamOver>,
 }
 
 type Plan = Arc<dyn ExecutionPlan>;
@@ -173,11 +205,7 @@ pub async fn plan(
                 if n.is::<SortExec>() {
                     window_sorts.push(n.clone());
                 }
-                let row_wise = n.is::<SortExec>()
-                    || n.is::<ProjectionExec>()
-                    || n.is::<FilterExec>()
-                    || n.name() == "CoalesceBatchesExec"
-                    || n.name() == "RepartitionExec";
+                let row_wise = n.is::<SortExec>() || n.is::<ProjectionExec>() || passes_rows(&n);
                 if let (true, [child]) = (row_wise, n.children().as_slice()) {
                     at = Some((*child).clone());
                 }
@@ -218,11 +246,11 @@ pub async fn plan(
         return Err(unsupported("a join of more than two streams"));
     }
     let task = ctx.task_ctx();
-    if aggs.is_empty() && windowed {
-        return Err(unsupported(
-            "OVER (..) over a stream's own rows (it works over the rows of a GROUP BY without window, kept up to date)",
-        ));
-    }
+    let stream_over = if aggs.is_empty() && windowed {
+        Some(stream_over(&physical, &inputs)?)
+    } else {
+        None
+    };
     if aggs.is_empty() {
         return Ok(Pipeline {
             inputs,
@@ -237,6 +265,7 @@ pub async fn plan(
             late_rows: Vec::new(),
             late: 0,
             key_tail: Vec::new(),
+            stream_over,
         });
     }
     // The lowest aggregations become stages; the plan above them runs on what they emit.
@@ -348,7 +377,193 @@ pub async fn plan(
         late_rows: Vec::new(),
         late: 0,
         key_tail,
+        stream_over: None,
     })
+}
+
+/// Plans window functions over a stream's own rows: ordered by its event time, with frames
+/// that reach a bounded way back (`ROWS BETWEEN n PRECEDING ..`, `RANGE BETWEEN INTERVAL ..
+/// PRECEDING ..`) and not forward.
+fn stream_over(physical: &Plan, inputs: &[Input]) -> Result<StreamOver> {
+    let mut windows = Vec::new();
+    physical.apply(|n| {
+        if window_parts(n).is_some() {
+            windows.push(n.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let [window] = windows.as_slice() else {
+        return Err(unsupported(
+            "window functions with different PARTITION BY or ORDER BY",
+        ));
+    };
+    let (exprs, below) =
+        window_parts(window).ok_or_else(|| SqlError::Internal("window operator".into()))?;
+    if exprs.iter().any(|e| {
+        e.partition_by() != exprs[0].partition_by() || e.order_by() != exprs[0].order_by()
+    }) {
+        return Err(unsupported(
+            "window functions with different PARTITION BY or ORDER BY",
+        ));
+    }
+    // Ordered by the stream's event time, ascending.
+    let order = exprs[0].order_by();
+    let traced = match order {
+        [o] if !o.options.descending => o
+            .expr
+            .downcast_ref::<Column>()
+            .and_then(|c| source_column(&below, c.index())),
+        _ => None,
+    };
+    let Some((slot, col)) = traced else {
+        return Err(unsupported(
+            "OVER (..) over a stream's rows not ordered by the stream's event time alone (ORDER BY ts, ascending)",
+        ));
+    };
+    let input = inputs
+        .iter()
+        .position(|i| Arc::ptr_eq(&i.slot, &slot))
+        .ok_or_else(|| SqlError::Internal("window input".into()))?;
+    let time_col = inputs[input].def.time_column().to_string();
+    if col != time_col {
+        return Err(SqlError::Unsupported(format!(
+            "OVER (..) over a stream's rows ordered by `{col}`: order by its event time `{time_col}` in a continuous query"
+        )));
+    }
+    // Frames that reach back a bounded way and not forward.
+    let mut keep_rows = 0usize;
+    let mut keep_ms: Option<i64> = None;
+    for e in &exprs {
+        let any = e.as_any();
+        if !any.is::<PlainAggregateWindowExpr>() && !any.is::<SlidingAggregateWindowExpr>() {
+            return Err(unsupported(
+                "ranking and value window functions (ROW_NUMBER, RANK, LAG, ..) over a stream's rows (aggregate functions work)",
+            ));
+        }
+        let frame = e.get_window_frame();
+        if matches!(frame.end_bound, WindowFrameBound::Following(_)) {
+            return Err(unsupported(
+                "a window frame reaching FOLLOWING rows over a stream (end it at CURRENT ROW)",
+            ));
+        }
+        let unbounded = || {
+            unsupported(
+                "an unbounded window frame over a stream (it would keep every row): use ROWS BETWEEN n PRECEDING AND CURRENT ROW or RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW",
+            )
+        };
+        let WindowFrameBound::Preceding(back) = &frame.start_bound else {
+            return Err(unbounded());
+        };
+        if back.is_null() {
+            return Err(unbounded());
+        }
+        match frame.units {
+            WindowFrameUnits::Rows => {
+                let n = match back {
+                    ScalarValue::UInt64(Some(n)) => usize::try_from(*n).ok(),
+                    _ => None,
+                }
+                .ok_or_else(unbounded)?;
+                keep_rows = keep_rows.max(n);
+            }
+            WindowFrameUnits::Range => {
+                let ms = interval_ms(back).ok_or_else(|| {
+                    unsupported("a RANGE frame over a stream that is not an INTERVAL")
+                })?;
+                keep_ms = Some(keep_ms.unwrap_or(0).max(ms));
+            }
+            WindowFrameUnits::Groups => return Err(unsupported("GROUPS window frames")),
+        }
+    }
+    // Below: the stream's rows, each followed by its partition and offset.
+    let full = slot.schema.clone();
+    let (part_i, off_i) = (
+        full.index_of(crate::format::PARTITION)?,
+        full.index_of(crate::format::OFFSET)?,
+    );
+    let key_fields: Vec<arrow::datatypes::FieldRef> = [part_i, off_i]
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| Arc::new(full.field(i).clone().with_name(format!("__key{k}"))))
+        .collect();
+    let key_names: Vec<String> = key_fields.iter().map(|f| f.name().clone()).collect();
+    let mid = carry_keys(&below, 2, &|n| {
+        let s = n.downcast_ref::<SlotExec>()?;
+        if !Arc::ptr_eq(s.slot(), &slot) {
+            return None;
+        }
+        let mut cols: Vec<usize> = s
+            .projection()
+            .map_or_else(|| (0..full.fields().len()).collect(), <[usize]>::to_vec);
+        let width = cols.len();
+        cols.extend([part_i, off_i]);
+        let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), Some(cols)));
+        let exprs = (0..width)
+            .map(|i| (i, name_at(&leaf, i)))
+            .chain((0..2).map(|k| (width + k, key_names[k].clone())))
+            .map(|(i, name)| ProjectionExpr {
+                expr: Arc::new(Column::new(&name_at(&leaf, i), i)) as Arc<dyn PhysicalExpr>,
+                alias: name,
+            })
+            .collect::<Vec<_>>();
+        Some(ProjectionExec::try_new(exprs, leaf).map(|p| Arc::new(p) as Plan))
+    })?;
+    let time = order[0].expr.clone();
+    let mut fields: Vec<arrow::datatypes::FieldRef> = window.schema().fields().to_vec();
+    fields.extend(key_fields);
+    let with_keys = Arc::new(arrow::datatypes::Schema::new(fields));
+    let state = OverState::new(exprs, below.schema(), 2, with_keys)?.appending();
+    let slot = Slot::new(
+        window.schema(),
+        crate::slot::Binding {
+            source: "window".into(),
+            table: false,
+            window: None,
+        },
+    );
+    let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), None));
+    let above = physical
+        .clone()
+        .transform_down(|n| {
+            if Arc::ptr_eq(&n, window) {
+                Ok(Transformed::new(
+                    leaf.clone(),
+                    true,
+                    TreeNodeRecursion::Jump,
+                ))
+            } else {
+                Ok(Transformed::no(n))
+            }
+        })?
+        .data;
+    Ok(StreamOver {
+        input,
+        mid,
+        state,
+        slot,
+        above,
+        time,
+        pending: Vec::new(),
+        keep_rows,
+        keep_ms,
+    })
+}
+
+/// The slot and column that column `idx` of `node`'s output is, through projections and
+/// row-by-row operators.
+fn source_column(node: &Plan, idx: usize) -> Option<(Arc<Slot>, String)> {
+    if let Some(s) = node.downcast_ref::<SlotExec>() {
+        return Some((s.slot().clone(), name_at(node, idx)));
+    }
+    if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+        let c = p.expr().get(idx)?.expr.downcast_ref::<Column>()?.index();
+        return source_column(p.input(), c);
+    }
+    let passes = node.is::<SortExec>() || passes_rows(node);
+    match (passes, node.children().as_slice()) {
+        (true, [child]) => source_column(child, idx),
+        _ => None,
+    }
 }
 
 /// A window operator's functions and input.
@@ -452,6 +667,17 @@ fn over_stage(post: &Plan, stages: &[Stage]) -> Result<Option<(Plan, Over, Vec<S
     Ok(Some((above, Over { mid, state, slot }, keys)))
 }
 
+/// Whether `node` passes its input's rows on with their columns as they are (some of them,
+/// or in other batches).
+fn passes_rows(node: &Plan) -> bool {
+    node.downcast_ref::<FilterExec>()
+        .is_some_and(|f| f.projection().is_none())
+        || matches!(
+            node.name(),
+            "CoalesceBatchesExec" | "RepartitionExec" | "CooperativeExec"
+        )
+}
+
 fn name_at(n: &Plan, i: usize) -> String {
     n.schema().field(i).name().clone()
 }
@@ -485,12 +711,7 @@ fn carry_keys(
             return carry_keys(child, g, leaf);
         }
     }
-    let passes = node
-        .downcast_ref::<FilterExec>()
-        .is_some_and(|f| f.projection().is_none())
-        || node.name() == "CoalesceBatchesExec"
-        || node.name() == "RepartitionExec";
-    if !passes {
+    if !passes_rows(node) {
         return Err(unsupported(&format!(
             "OVER (..) with {} between it and the aggregate below, or above it",
             node.name()
@@ -1020,6 +1241,52 @@ async fn run_plan(
     stream.try_collect().await
 }
 
+impl StreamOver {
+    fn time_of(&self, b: &RecordBatch) -> Result<arrow::array::TimestampMillisecondArray> {
+        Ok(crate::window::millis(
+            &self.time.evaluate(b)?.into_array(b.num_rows())?,
+        )?)
+    }
+
+    /// Puts the pending rows the watermark passed in place, in time order.
+    fn release(&mut self, watermark: i64) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let schema = self.pending[0].schema();
+        let all = arrow::compute::concat_batches(&schema, &self.pending)?;
+        self.pending.clear();
+        let t = self.time_of(&all)?;
+        let ready: BooleanArray = t.iter().map(|v| Some(v.is_some_and(|v| v < watermark))).collect();
+        let waiting = filter_record_batch(&all, &arrow::compute::not(&ready)?)?;
+        if waiting.num_rows() > 0 {
+            self.pending.push(waiting);
+        }
+        let released = filter_record_batch(&all, &ready)?;
+        if released.num_rows() == 0 {
+            return Ok(());
+        }
+        let t = self.time_of(&released)?;
+        let idx = arrow::compute::sort_to_indices(&t, None, None)?;
+        let cols = released
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sorted = RecordBatch::try_new(schema, cols)?;
+        self.state.apply(&[], &[sorted])?;
+        Ok(())
+    }
+
+    /// Forgets the rows no frame of a row still to come can hold.
+    fn evict(&mut self, watermark: i64) {
+        let since = self
+            .keep_ms
+            .map_or(i64::MAX, |ms| watermark.saturating_sub(ms));
+        self.state.evict(self.keep_rows, since);
+    }
+}
+
 impl Aggregation {
     /// Every Strom-kept aggregation state: the stages', then the upper one's.
     pub fn states_mut(&mut self) -> Vec<&mut AggState> {
@@ -1070,6 +1337,9 @@ impl Pipeline {
                 }
                 None => {}
             }
+        }
+        if self.stream_over.is_some() {
+            return self.process_stream_over(news, watermark_before, watermark_after).await;
         }
         if let (Some(_), [a, b]) = (self.join_retention, stream_inputs.as_slice()) {
             let (a, b) = (*a, *b);
@@ -1197,10 +1467,66 @@ impl Pipeline {
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
+    /// [`Pipeline::process`] for window functions over a stream's rows.
+    async fn process_stream_over(
+        &mut self,
+        mut news: HashMap<usize, Vec<RecordBatch>>,
+        watermark_before: i64,
+        watermark_after: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let Some(so) = self.stream_over.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let fresh = news.remove(&so.input).unwrap_or_default();
+        if !fresh.is_empty() {
+            let slot = &self.inputs[so.input].slot;
+            slot.set(fresh);
+            let rows = run_plan(&so.mid, &self.task).await;
+            slot.set(Vec::new());
+            for b in rows? {
+                // Rows behind the watermark (or without a time) are late.
+                let t = so.time_of(&b)?;
+                let late: BooleanArray = t
+                    .iter()
+                    .map(|v| Some(v.is_none_or(|v| v < watermark_before)))
+                    .collect();
+                let n_late = late.true_count();
+                if n_late > 0 {
+                    self.late += n_late as u64;
+                    let l = filter_record_batch(&b, &late)?;
+                    let width = l.num_columns() - 2;
+                    self.late_rows
+                        .push(l.project(&(0..width).collect::<Vec<_>>())?);
+                    let on_time = arrow::compute::not(&late)?;
+                    so.pending.push(filter_record_batch(&b, &on_time)?);
+                } else {
+                    so.pending.push(b);
+                }
+            }
+        }
+        so.release(watermark_after)?;
+        let out = match so.state.take_changes()? {
+            Some(c) => {
+                let width = c.num_columns() - 2;
+                so.slot.set(vec![c.project(&(0..width).collect::<Vec<_>>())?]);
+                let r = run_plan(&so.above, &self.task).await;
+                so.slot.set(Vec::new());
+                r?
+            }
+            None => Vec::new(),
+        };
+        so.evict(watermark_after);
+        Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
     /// Inputs whose rows are kept between micro-batches (join buffers): both streams of a
-    /// stream-stream join, and streams joined with an aggregate's result.
+    /// stream-stream join, and streams joined with an aggregate's result. (And a stream under
+    /// window functions, whose kept rows are read again after a restart.)
     pub fn retaining(&self) -> Vec<usize> {
         let mut v: Vec<usize> = Vec::new();
+        if let Some(so) = &self.stream_over {
+            v.push(so.input);
+        }
         if self.join_retention.is_some() {
             v.extend((0..self.inputs.len()).filter(|&i| !self.inputs[i].slot.binding.table));
         }
@@ -1216,8 +1542,30 @@ impl Pipeline {
     /// reads again from to rebuild its join buffers.
     pub fn retained_from(&self) -> Result<BTreeMap<(String, i32), i64>> {
         let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        if let Some(so) = &self.stream_over {
+            let mut ids: Vec<Vec<ArrayRef>> = so
+                .pending
+                .iter()
+                .map(|b| b.columns()[b.num_columns() - 2..].to_vec())
+                .collect();
+            ids.extend(so.state.identity_columns()?);
+            let topic = &self.inputs[so.input].def.topic;
+            for cols in ids {
+                let parts = cols[0].as_primitive::<arrow::datatypes::Int32Type>();
+                let offs = cols[1].as_primitive::<arrow::datatypes::Int64Type>();
+                for (part, off) in parts.iter().zip(offs.iter()) {
+                    if let (Some(part), Some(off)) = (part, off) {
+                        let e = out.entry((topic.clone(), part)).or_insert(off);
+                        *e = (*e).min(off);
+                    }
+                }
+            }
+        }
         for i in self.retaining() {
             let input = &self.inputs[i];
+            if self.stream_over.as_ref().is_some_and(|so| so.input == i) {
+                continue;
+            }
             for b in &input.retained {
                 let (Ok(p), Ok(o)) = (
                     b.schema().index_of(crate::format::PARTITION),
@@ -1343,9 +1691,25 @@ impl Pipeline {
         }
     }
 
-    /// Puts the rows of the updating stage restored from the state topic back into the window
-    /// state (after a restart).
-    pub async fn rebuild_windows(&mut self) -> Result<()> {
+    /// Rebuilds window state after a restart: the rows of the updating stage restored from the
+    /// state topic, or the stream rows read again into the input's buffer (those the restored
+    /// `watermark` passed are put in place, the others wait for it).
+    pub async fn rebuild_windows(&mut self, watermark: i64) -> Result<()> {
+        if let Some(so) = self.stream_over.as_mut() {
+            let replayed = std::mem::take(&mut self.inputs[so.input].retained);
+            if replayed.is_empty() {
+                return Ok(());
+            }
+            let slot = &self.inputs[so.input].slot;
+            slot.set(replayed);
+            let rows = run_plan(&so.mid, &self.task).await;
+            slot.set(Vec::new());
+            so.pending.extend(rows?);
+            so.release(watermark)?;
+            so.state.take_changes()?;
+            so.evict(watermark);
+            return Ok(());
+        }
         let Some(agg) = &mut self.agg else {
             return Ok(());
         };

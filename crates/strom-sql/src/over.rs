@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, UInt32Array};
+use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -94,6 +94,8 @@ struct Entry {
     order: OwnedRow,
     id: OwnedRow,
     row: OwnedRow,
+    /// Its event time (in append mode; 0 otherwise).
+    t: i64,
 }
 
 impl Entry {
@@ -127,6 +129,8 @@ pub struct OverState {
     /// Each identity's partition and order key.
     place: HashMap<OwnedRow, (OwnedRow, OwnedRow)>,
     dirty: HashMap<OwnedRow, Dirty>,
+    /// Rows come in window order and never change: only new rows get results.
+    append: bool,
 }
 
 impl OverState {
@@ -185,7 +189,43 @@ impl OverState {
             parts: HashMap::new(),
             place: HashMap::new(),
             dirty: HashMap::new(),
+            append: false,
         })
+    }
+
+    /// Append mode (a stream's rows, released in event-time order by the watermark): rows
+    /// never change, and only new rows get results.
+    pub fn appending(mut self) -> OverState {
+        self.append = true;
+        self
+    }
+
+    /// Forgets the rows no later row's frame can hold: those before the last `keep_rows` of
+    /// their partition that are also older than `since`.
+    pub fn evict(&mut self, keep_rows: usize, since: i64) {
+        let mut gone = Vec::new();
+        self.parts.retain(|_, list| {
+            let mut n = 0;
+            while n + keep_rows < list.len() && list[n].t < since {
+                n += 1;
+            }
+            gone.extend(list.drain(..n).map(|e| e.id));
+            !list.is_empty()
+        });
+        for id in gone {
+            self.place.remove(&id);
+        }
+    }
+
+    /// The identity columns of every kept row, if there are any.
+    pub fn identity_columns(&self) -> DfResult<Option<Vec<ArrayRef>>> {
+        if self.place.is_empty() {
+            return Ok(None);
+        }
+        let cols = self
+            .id_conv
+            .convert_rows(self.parts.values().flatten().map(|e| e.id.row()))?;
+        Ok(Some(cols))
     }
 
     /// The identities of `batch`'s rows: its first `n` columns (an aggregate's group key).
@@ -250,6 +290,10 @@ impl OverState {
         let ids = self
             .id_conv
             .convert_columns(&batch.columns()[width - self.ids..])?;
+        let times = match (self.append, self.exprs[0].order_by().first()) {
+            (true, Some(o)) => Some(crate::window::millis(&o.expr.evaluate(batch)?.into_array(n)?)?),
+            _ => None,
+        };
         for i in 0..n {
             let id = ids.row(i).owned();
             // The same identity twice in one change: the later row wins.
@@ -266,6 +310,10 @@ impl OverState {
                     order: order.clone(),
                     id: id.clone(),
                     row: rows.row(i).owned(),
+                    t: times
+                        .as_ref()
+                        .and_then(|t| t.is_valid(i).then(|| t.value(i)))
+                        .unwrap_or(i64::MIN),
                 },
             );
             self.place.insert(id.clone(), (part.clone(), order));
@@ -307,7 +355,7 @@ impl OverState {
         if let Some(id) = new {
             dirty.ids.insert(id.clone());
         }
-        if dirty.all {
+        if dirty.all || self.append {
             return;
         }
         let Reach::Rows { before, after } = self.reach else {

@@ -584,12 +584,12 @@ async fn run_inner(
     let persist_state = ctx.persistent && (p.agg.is_some() || !p.retaining().is_empty());
     if persist_state {
         let (w, replay) = restore(&ctx, &mut p).await?;
-        p.rebuild_windows().await?;
         floor = w;
         if !replay.is_empty() {
             rebuild_buffers(&ctx, &mut p, &consumer, &decoders, &mut max_ts, replay).await?;
             p.evict_retained(floor)?;
         }
+        p.rebuild_windows(floor).await?;
     }
     let watermark = |max_ts: &[Option<i64>], p: &Pipeline, floor: i64| -> i64 {
         let mut w: Option<i64> = None;

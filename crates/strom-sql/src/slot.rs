@@ -161,6 +161,11 @@ impl SlotExec {
     pub fn slot(&self) -> &Arc<Slot> {
         &self.slot
     }
+
+    /// The slot's columns it returns (all if `None`).
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
 }
 
 impl DisplayAs for SlotExec {

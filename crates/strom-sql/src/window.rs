@@ -158,7 +158,12 @@ impl WindowSpec {
 /// The `col` column of `batch` as millisecond timestamps.
 pub fn times(batch: &RecordBatch, col: &str) -> DfResult<TimestampMillisecondArray> {
     let i = batch.schema().index_of(col)?;
-    let c = arrow::compute::cast(batch.column(i), &ts_type())?;
+    millis(batch.column(i))
+}
+
+/// An array of times as milliseconds since the epoch.
+pub fn millis(a: &arrow::array::ArrayRef) -> DfResult<TimestampMillisecondArray> {
+    let c = arrow::compute::cast(a, &ts_type())?;
     Ok(c.as_primitive::<TimestampMillisecondType>().clone())
 }
 

@@ -14,9 +14,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use arrow::array::{ArrayRef, AsArray, BooleanArray};
 use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::JoinType;
@@ -24,8 +24,8 @@ use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::physical_expr::expressions::Column;
 use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::window::{
     PlainAggregateWindowExpr, SlidingAggregateWindowExpr, WindowExpr,
 };
@@ -399,9 +399,10 @@ fn stream_over(physical: &Plan, inputs: &[Input]) -> Result<StreamOver> {
     };
     let (exprs, below) =
         window_parts(window).ok_or_else(|| SqlError::Internal("window operator".into()))?;
-    if exprs.iter().any(|e| {
-        e.partition_by() != exprs[0].partition_by() || e.order_by() != exprs[0].order_by()
-    }) {
+    if exprs
+        .iter()
+        .any(|e| e.partition_by() != exprs[0].partition_by() || e.order_by() != exprs[0].order_by())
+    {
         return Err(unsupported(
             "window functions with different PARTITION BY or ORDER BY",
         ));
@@ -1257,7 +1258,10 @@ impl StreamOver {
         let all = arrow::compute::concat_batches(&schema, &self.pending)?;
         self.pending.clear();
         let t = self.time_of(&all)?;
-        let ready: BooleanArray = t.iter().map(|v| Some(v.is_some_and(|v| v < watermark))).collect();
+        let ready: BooleanArray = t
+            .iter()
+            .map(|v| Some(v.is_some_and(|v| v < watermark)))
+            .collect();
         let waiting = filter_record_batch(&all, &arrow::compute::not(&ready)?)?;
         if waiting.num_rows() > 0 {
             self.pending.push(waiting);
@@ -1339,7 +1343,9 @@ impl Pipeline {
             }
         }
         if self.stream_over.is_some() {
-            return self.process_stream_over(news, watermark_before, watermark_after).await;
+            return self
+                .process_stream_over(news, watermark_before, watermark_after)
+                .await;
         }
         if let (Some(_), [a, b]) = (self.join_retention, stream_inputs.as_slice()) {
             let (a, b) = (*a, *b);
@@ -1508,7 +1514,8 @@ impl Pipeline {
         let out = match so.state.take_changes()? {
             Some(c) => {
                 let width = c.num_columns() - 2;
-                so.slot.set(vec![c.project(&(0..width).collect::<Vec<_>>())?]);
+                so.slot
+                    .set(vec![c.project(&(0..width).collect::<Vec<_>>())?]);
                 let r = run_plan(&so.above, &self.task).await;
                 so.slot.set(Vec::new());
                 r?

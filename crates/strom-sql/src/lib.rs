@@ -36,6 +36,7 @@ pub mod pg;
 pub mod runner;
 pub mod sink;
 pub mod slot;
+pub mod watermark;
 pub mod window;
 
 pub use datafusion;

@@ -291,7 +291,9 @@ impl OverState {
             .id_conv
             .convert_columns(&batch.columns()[width - self.ids..])?;
         let times = match (self.append, self.exprs[0].order_by().first()) {
-            (true, Some(o)) => Some(crate::window::millis(&o.expr.evaluate(batch)?.into_array(n)?)?),
+            (true, Some(o)) => Some(crate::window::millis(
+                &o.expr.evaluate(batch)?.into_array(n)?,
+            )?),
             _ => None,
         };
         for i in 0..n {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -32,6 +32,7 @@ use crate::catalog::SourceDef;
 use crate::continuous::Pipeline;
 use crate::format::{self, Decoder, Format, Rec};
 use crate::sink::{ParquetSink, ParquetSpec};
+use crate::watermark::Watermarks;
 use crate::window::WINDOW_END;
 use crate::{Result, SqlError};
 
@@ -578,32 +579,23 @@ async fn run_inner(
         consumer.assign(&tps)?;
         consumer.seek_to_end(&tps)?;
     }
-    // Event time per input, and the restored watermark.
-    let mut max_ts: Vec<Option<i64>> = vec![None; p.inputs.len()];
-    let mut floor = i64::MIN;
+    // Event time per input partition, from the restored watermark on.
+    let delays: Vec<Option<i64>> = p
+        .inputs
+        .iter()
+        .map(|i| (!i.slot.binding.table).then_some(i.def.watermark_delay_ms))
+        .collect();
     let persist_state = ctx.persistent && (p.agg.is_some() || !p.retaining().is_empty());
+    let mut wm = Watermarks::new(delays.clone(), i64::MIN);
     if persist_state {
         let (w, replay) = restore(&ctx, &mut p).await?;
-        floor = w;
+        wm = Watermarks::new(delays, w);
         if !replay.is_empty() {
-            rebuild_buffers(&ctx, &mut p, &consumer, &decoders, &mut max_ts, replay).await?;
-            p.evict_retained(floor)?;
+            rebuild_buffers(&ctx, &mut p, &consumer, &decoders, &mut wm, replay).await?;
+            p.evict_retained(w)?;
         }
-        p.rebuild_windows(floor).await?;
+        p.rebuild_windows(w).await?;
     }
-    let watermark = |max_ts: &[Option<i64>], p: &Pipeline, floor: i64| -> i64 {
-        let mut w: Option<i64> = None;
-        for (i, m) in max_ts.iter().enumerate() {
-            if p.inputs[i].slot.binding.table {
-                continue;
-            }
-            if let Some(m) = m {
-                let v = m.saturating_sub(p.inputs[i].def.watermark_delay_ms);
-                w = Some(w.map_or(v, |w: i64| w.min(v)));
-            }
-        }
-        w.unwrap_or(i64::MIN).max(floor)
-    };
     let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
     let mut dirty = false;
@@ -644,16 +636,16 @@ async fn run_inner(
                 }
             }
         }
-        let before = watermark(&max_ts, &p, floor);
+        let before = wm.current();
         for (i, input) in p.inputs.iter().enumerate() {
             let Some(dec) = &decoders[i] else { continue };
-            let Some((b, bad)) = decode_input(input, dec, &recs, &mut max_ts[i], |_| true)? else {
+            let Some((b, bad)) = decode_input(input, i, dec, &recs, &mut wm, |_| true)? else {
                 continue;
             };
             ctx.stats.bad.fetch_add(bad, Ordering::Relaxed);
             fresh[i] = Some(vec![b]);
         }
-        let after = watermark(&max_ts, &p, floor);
+        let after = wm.advance(&behind(&consumer, &p));
         if fresh.iter().any(Option::is_some) || after > before {
             let out = p.process(fresh, before, after).await?;
             let now = now_ms();
@@ -682,7 +674,7 @@ async fn run_inner(
             }
         }
         if ctx.persistent && dirty && last_commit.elapsed() >= ctx.commit_interval {
-            let w = watermark(&max_ts, &p, floor);
+            let w = wm.current();
             if commit(&ctx, &mut p, &mut sink, &mut consumer, &positions, w, false).await? {
                 dirty = false;
                 last_commit = Instant::now();
@@ -690,7 +682,7 @@ async fn run_inner(
         }
     }
     if ctx.persistent {
-        let w = watermark(&max_ts, &p, floor);
+        let w = wm.current();
         commit(&ctx, &mut p, &mut sink, &mut consumer, &positions, w, true).await?;
     }
     let _ = consumer.close().await;
@@ -846,7 +838,7 @@ async fn rebuild_buffers(
     p: &mut Pipeline,
     consumer: &Consumer,
     decoders: &[Option<Decoder>],
-    max_ts: &mut [Option<i64>],
+    wm: &mut Watermarks,
     replay: Replay,
 ) -> Result<()> {
     let tps: Vec<TopicPartition> = replay
@@ -892,7 +884,7 @@ async fn rebuild_buffers(
                 upto.get(&TopicPartition::new(r.topic.clone(), r.partition))
                     .is_some_and(|to| r.offset < *to)
             };
-            let decoded = decode_input(&p.inputs[i], dec, &recs, &mut max_ts[i], before_commit)?;
+            let decoded = decode_input(&p.inputs[i], i, dec, &recs, wm, before_commit)?;
             if let Some((b, _)) = decoded {
                 rebuilt += b.num_rows() as u64;
                 p.inputs[i].retained.push(b);
@@ -909,9 +901,10 @@ async fn rebuild_buffers(
 /// else the rows and how many records could not be decoded.
 fn decode_input(
     input: &crate::continuous::Input,
+    idx: usize,
     dec: &Decoder,
     recs: &[ConsumerRecord],
-    max_ts: &mut Option<i64>,
+    wm: &mut Watermarks,
     keep: impl Fn(&ConsumerRecord) -> bool,
 ) -> Result<Option<(RecordBatch, u64)>> {
     let mine: Vec<Rec<'_>> = recs
@@ -934,10 +927,35 @@ fn decode_input(
         Some(w) => (w.assign(&b, &input.slot.schema)?, w.time_col.as_str()),
         None => (b, input.def.time_column()),
     };
-    if let Ok(t) = crate::window::times(&b, time_col) {
-        if let Some(m) = arrow::compute::max(&t) {
-            *max_ts = Some(max_ts.map_or(m, |x| x.max(m)));
+    if let (Ok(t), Ok(p)) = (
+        crate::window::times(&b, time_col),
+        b.schema().index_of(format::PARTITION),
+    ) {
+        let parts = b.column(p).as_primitive::<arrow::datatypes::Int32Type>();
+        for (part, t) in parts.iter().zip(t.iter()) {
+            if let (Some(part), Some(t)) = (part, t) {
+                wm.observe(idx, part, t);
+            }
         }
     }
     Ok(Some((b, bad)))
+}
+
+/// Per input, the partitions assigned to `consumer` that still have records to read.
+fn behind(consumer: &Consumer, p: &Pipeline) -> Vec<Vec<i32>> {
+    let mut out = vec![Vec::new(); p.inputs.len()];
+    for tp in consumer.assignment() {
+        // Until the first fetch says where a partition ends, it may have records to read.
+        if let (Some(pos), Some(end)) = (consumer.position(&tp), consumer.high_watermark(&tp)) {
+            if pos >= end {
+                continue;
+            }
+        }
+        for (i, input) in p.inputs.iter().enumerate() {
+            if !input.slot.binding.table && input.def.topic == tp.topic {
+                out[i].push(tp.partition);
+            }
+        }
+    }
+    out
 }

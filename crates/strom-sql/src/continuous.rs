@@ -160,6 +160,18 @@ pub struct Pipeline {
     pub key_tail: Vec<String>,
     /// Window functions over a stream's rows.
     pub stream_over: Option<StreamOver>,
+    /// Keys of output rows deleted since the last take (rows of an updating output that the
+    /// plan above its aggregation now filters out, like `HAVING`), as columns named like the
+    /// output's key.
+    pub deletes: Vec<RecordBatch>,
+}
+
+/// How the rows given to the plan above an updating aggregation are keyed.
+enum Fed {
+    /// By identity columns that trail each row ([`Pipeline::key_tail`]).
+    Tail,
+    /// By the aggregation's group columns, with these names.
+    Groups(Vec<String>),
 }
 
 type Plan = Arc<dyn ExecutionPlan>;
@@ -266,6 +278,7 @@ pub async fn plan(
             late: 0,
             key_tail: Vec::new(),
             stream_over,
+            deletes: Vec::new(),
         });
     }
     // The lowest aggregations become stages; the plan above them runs on what they emit.
@@ -378,6 +391,7 @@ pub async fn plan(
         late: 0,
         key_tail,
         stream_over: None,
+        deletes: Vec::new(),
     })
 }
 
@@ -1388,6 +1402,10 @@ impl Pipeline {
             return Ok(rows.filter(|b| b.num_rows() > 0).collect());
         };
         let mut any_emitted = false;
+        // What the plan above gets from an updating aggregation (or the window functions over
+        // one), and how its rows are keyed: rows it filters out are deleted from the output.
+        let mut fed: Option<(RecordBatch, Fed)> = None;
+        let single = agg.stages.len() == 1;
         for (stage, rows) in agg.stages.iter_mut().zip(rows) {
             for b in &rows {
                 let late = stage.state.update(b, watermark_before)?;
@@ -1413,6 +1431,7 @@ impl Pipeline {
                 }
                 if let Some(c) = over.state.take_changes()? {
                     any_emitted = true;
+                    fed = Some((c.clone(), Fed::Tail));
                     over.slot.set(vec![c]);
                 }
                 continue;
@@ -1435,12 +1454,16 @@ impl Pipeline {
                 stage.slot.set(Vec::new());
                 if let Some(c) = upper.state.take_changes()? {
                     any_emitted = true;
+                    fed = Some((c.clone(), Fed::Groups(upper.state.group_names())));
                     upper.slot.set(vec![c]);
                 }
                 continue;
             }
             let mut emitted = Vec::new();
             if let Some(c) = stage.state.take_changes()? {
+                if single && !stage.state.windowed() {
+                    fed = Some((c.clone(), Fed::Groups(stage.state.group_names())));
+                }
                 emitted.push(c);
             }
             if let Some(c) = stage.state.close(watermark_after)? {
@@ -1470,7 +1493,103 @@ impl Pipeline {
             self.inputs[i].slot.set(Vec::new());
         }
         self.evict_post(watermark_after)?;
+        if let Some((batch, keys)) = fed {
+            if let Some(d) = self.deleted(&batch, &keys, &out)? {
+                self.deletes.push(d);
+            }
+        }
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    /// The keys of `fed`'s rows (changed rows of an updating aggregation, or window results
+    /// over one) that the plan above left out of `out`: their output rows are deleted. `None`
+    /// when there are none, or the output's key is not made of `fed`'s columns.
+    fn deleted(
+        &self,
+        fed: &RecordBatch,
+        keys: &Fed,
+        out: &[RecordBatch],
+    ) -> Result<Option<RecordBatch>> {
+        // Key columns: in `fed`, in the output rows, and as the output names them.
+        let width = self.schema.fields().len();
+        let (fed_cols, out_cols, fields): (Vec<usize>, Vec<usize>, Vec<arrow::datatypes::Field>) =
+            match keys {
+                Fed::Tail => {
+                    let k = self.key_tail.len();
+                    let n = fed.num_columns();
+                    let fields = (0..k)
+                        .map(|j| {
+                            fed.schema()
+                                .field(n - k + j)
+                                .clone()
+                                .with_name(self.key_tail[j].clone())
+                        })
+                        .collect();
+                    ((n - k..n).collect(), (width..width + k).collect(), fields)
+                }
+                Fed::Groups(names) => {
+                    let mut f = Vec::new();
+                    let mut o = Vec::new();
+                    let mut fields = Vec::new();
+                    for i in crate::runner::key_columns(self) {
+                        let field = self.schema.field(i);
+                        let Some(j) = names.iter().position(|n| n == field.name()) else {
+                            return Ok(None);
+                        };
+                        f.push(j);
+                        o.push(i);
+                        fields.push(field.clone());
+                    }
+                    if f.len() != names.len() {
+                        // Not keyed by the whole group: rows are not told apart.
+                        return Ok(None);
+                    }
+                    (f, o, fields)
+                }
+            };
+        if fed_cols.is_empty() || fed.num_rows() == 0 {
+            return Ok(None);
+        }
+        let conv = arrow::row::RowConverter::new(
+            fields
+                .iter()
+                .map(|f| arrow::row::SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        let columns = |b: &RecordBatch, cols: &[usize]| -> Result<Vec<ArrayRef>> {
+            cols.iter()
+                .zip(&fields)
+                .map(|(&c, f)| Ok(arrow::compute::cast(b.column(c), f.data_type())?))
+                .collect()
+        };
+        let mut kept = HashSet::new();
+        for b in out {
+            if out_cols.iter().any(|&c| c >= b.num_columns()) {
+                return Ok(None);
+            }
+            let rows = conv.convert_columns(&columns(b, &out_cols)?)?;
+            kept.extend(rows.iter().map(|r| r.owned()));
+        }
+        let fed_keys = columns(fed, &fed_cols)?;
+        let rows = conv.convert_columns(&fed_keys)?;
+        let gone: Vec<u32> = (0..fed.num_rows())
+            .filter(|&i| !kept.contains(&rows.row(i).owned()))
+            .map(|i| i as u32)
+            .collect();
+        if gone.is_empty() {
+            return Ok(None);
+        }
+        let idx = arrow::array::UInt32Array::from(gone);
+        let cols = fed_keys
+            .iter()
+            .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fields: Vec<arrow::datatypes::Field> =
+            fields.into_iter().map(|f| f.with_nullable(true)).collect();
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            cols,
+        )?))
     }
 
     /// [`Pipeline::process`] for window functions over a stream's rows.

@@ -96,6 +96,8 @@ struct Entry {
     row: OwnedRow,
     /// Its event time (in append mode; 0 otherwise).
     t: i64,
+    /// Its results as last emitted (row format), `None` until then.
+    last: Option<OwnedRow>,
 }
 
 impl Entry {
@@ -125,6 +127,8 @@ pub struct OverState {
     order_conv: RowConverter,
     row_conv: RowConverter,
     id_conv: RowConverter,
+    /// The window functions' results, to tell which changed.
+    result_conv: RowConverter,
     parts: HashMap<OwnedRow, Vec<Entry>>,
     /// Each identity's partition and order key.
     place: HashMap<OwnedRow, (OwnedRow, OwnedRow)>,
@@ -171,6 +175,11 @@ impl OverState {
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
+        let result_fields = out_schema.fields()[input.fields().len()..]
+            .iter()
+            .take(exprs.len())
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
         let reach = exprs
             .iter()
             .map(Reach::of)
@@ -182,6 +191,7 @@ impl OverState {
             order_conv: RowConverter::new(or_constant_field(order_fields))?,
             row_conv: RowConverter::new(row_fields)?,
             id_conv: RowConverter::new(id_fields)?,
+            result_conv: RowConverter::new(result_fields)?,
             exprs,
             input,
             out_schema,
@@ -316,6 +326,7 @@ impl OverState {
                         .as_ref()
                         .and_then(|t| t.is_valid(i).then(|| t.value(i)))
                         .unwrap_or(i64::MIN),
+                    last: None,
                 },
             );
             self.place.insert(id.clone(), (part.clone(), order));
@@ -420,11 +431,7 @@ impl OverState {
                 .convert_rows(slice.iter().map(|e| e.row.row()))?;
             let batch = RecordBatch::try_new(self.input.clone(), cols)?;
             let idx = UInt32Array::from_iter_values(positions.iter().map(|&p| (p - from) as u32));
-            let mut cols: Vec<ArrayRef> = batch
-                .columns()
-                .iter()
-                .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
-                .collect::<Result<_, _>>()?;
+            let mut results: Vec<ArrayRef> = Vec::with_capacity(self.exprs.len());
             for (i, e) in self.exprs.iter().enumerate() {
                 let r = e.evaluate(&batch)?;
                 let r = arrow::compute::take(r.as_ref(), &idx, None)?;
@@ -432,15 +439,45 @@ impl OverState {
                     .out_schema
                     .field(self.input.fields().len() + i)
                     .data_type();
-                cols.push(if r.data_type() == want {
+                results.push(if r.data_type() == want {
                     r
                 } else {
                     arrow::compute::cast(&r, want)?
                 });
             }
-            let ids = self
-                .id_conv
-                .convert_rows(positions.iter().map(|&p| list[p].id.row()))?;
+            // Only rows whose results (or own values) changed since they were last emitted.
+            let encoded = self.result_conv.convert_columns(&results)?;
+            let Some(list) = self.parts.get_mut(&part) else {
+                continue;
+            };
+            let mut changed = Vec::with_capacity(positions.len());
+            for (k, &p) in positions.iter().enumerate() {
+                let now = encoded.row(k);
+                if list[p].last.as_ref().is_some_and(|l| l.row() == now) {
+                    continue;
+                }
+                list[p].last = Some(now.owned());
+                changed.push(k as u32);
+            }
+            if changed.is_empty() {
+                continue;
+            }
+            let keep = UInt32Array::from(changed);
+            let take = |a: &ArrayRef| arrow::compute::take(a.as_ref(), &keep, None);
+            let at = arrow::compute::take(&idx, &keep, None)?;
+            let mut cols: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c.as_ref(), &at, None))
+                .collect::<Result<_, _>>()?;
+            for r in &results {
+                cols.push(take(r)?);
+            }
+            let ids = self.id_conv.convert_rows(
+                keep.values()
+                    .iter()
+                    .map(|&k| list[positions[k as usize]].id.row()),
+            )?;
             cols.extend(ids);
             out.push(RecordBatch::try_new(self.out_schema.clone(), cols)?);
         }

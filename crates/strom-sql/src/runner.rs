@@ -413,6 +413,25 @@ impl Sink {
         }
     }
 
+    /// Deletes the rows of `keys` from a topic's table (tombstones). Files and clients only
+    /// ever get rows.
+    async fn delete(&mut self, producer: &Producer, keys: Vec<Bytes>, now: i64) -> Result<()> {
+        let Sink::Topic { def, pending, .. } = self else {
+            return Ok(());
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let records = keys.into_iter().map(|k| {
+            let mut r = ProducerRecord::new(def.topic.clone(), Bytes::new()).timestamp(now);
+            r.key = Some(k);
+            r.value = None;
+            r
+        });
+        pending.push(producer.send_batch(records).await?);
+        Ok(())
+    }
+
     /// Makes everything written so far durable; `false` if the sink cannot yet (an open file).
     async fn checkpoint(&mut self, closing: bool) -> Result<bool> {
         match self {
@@ -433,6 +452,8 @@ enum SinkMsg {
     /// Write rows, with their keys if they do not come from their columns (`now` stands in
     /// for a missing row time).
     Write(RecordBatch, Option<Vec<Option<Bytes>>>, i64),
+    /// Delete the rows of these keys (tombstones; a topic's only).
+    Delete(Vec<Bytes>, i64),
     /// Make everything written so far durable; answers whether it could.
     Checkpoint(bool, oneshot::Sender<Result<bool>>),
 }
@@ -454,6 +475,7 @@ impl SinkTask {
                     SinkMsg::Write(b, keys, now) => {
                         sink.write(&producer, b, keys, &time_cols, now).await?
                     }
+                    SinkMsg::Delete(keys, now) => sink.delete(&producer, keys, now).await?,
                     SinkMsg::Checkpoint(closing, reply) => {
                         let r = sink.checkpoint(closing).await;
                         let failed = r.is_err();
@@ -486,6 +508,13 @@ impl SinkTask {
     ) -> std::result::Result<(), ()> {
         self.tx
             .send(SinkMsg::Write(b, keys, now))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn delete(&mut self, keys: Vec<Bytes>, now: i64) -> std::result::Result<(), ()> {
+        self.tx
+            .send(SinkMsg::Delete(keys, now))
             .await
             .map_err(|_| ())
     }
@@ -655,6 +684,13 @@ async fn run_inner(
                     .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                 let (b, keys) = split_key_tail(b, &p.key_tail)?;
                 if sink.write(b, keys, now).await.is_err() {
+                    return Err(sink.failure().await);
+                }
+            }
+            for d in std::mem::take(&mut p.deletes) {
+                let keys = row_keys(&d, &(0..d.num_columns()).collect::<Vec<_>>())?;
+                let keys: Vec<Bytes> = keys.into_iter().flatten().collect();
+                if sink.delete(keys, now).await.is_err() {
                     return Err(sink.failure().await);
                 }
             }

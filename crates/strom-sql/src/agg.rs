@@ -440,7 +440,8 @@ impl AggState {
         let (mut s, mut e) = (start, end);
         let mut merged = Vec::new();
         list.retain(|&(a, b)| {
-            if a < end && start < b {
+            // Windows that overlap or touch are one session (as in Flink and Kafka Streams).
+            if a <= end && start <= b {
                 merged.push((a, b));
                 false
             } else {

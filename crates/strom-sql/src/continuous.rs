@@ -10,6 +10,12 @@
 //! then retained left rows against new right rows. Rows are retained as long as the join's
 //! time bound (the largest interval in its condition, or the window size of a window join)
 //! allows them to match. A join with a table runs against the table's current rows.
+//!
+//! Window functions (`OVER (..)`) are Strom's too ([`OverState`]): over an updating
+//! aggregation's rows they keep one result row per group up to date; over a stream's own rows
+//! (ordered by its event time) each row gets its results once the watermark passes it. When
+//! the plan above an updating aggregation leaves a changed row out (`HAVING`, a top-N's
+//! filter), the output row is deleted ([`Pipeline::deletes`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

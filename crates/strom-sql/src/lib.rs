@@ -13,8 +13,9 @@
 //!   until `TERMINATE` ([`continuous`], [`runner`]): DataFusion evaluates each micro-batch of
 //!   records, and Strom's own operators keep the state between batches: windows that close
 //!   when the watermark passes them (`TUMBLE`, `HOP`, `SESSION`, see [`window`]), updating
-//!   aggregates ([`agg`]), joins of two streams within a time bound, and joins against a
-//!   table's latest rows;
+//!   aggregates ([`agg`]), window functions ([`over`]), joins of two streams within a time
+//!   bound, and joins against a table's latest rows, with a watermark per input partition
+//!   ([`watermark`]);
 //! - push queries (`SELECT .. EMIT CHANGES`) that stream rows to the client until it leaves.
 //!
 //! [`Engine`] is the entry point; `strom server` hosts one and serves it over the PostgreSQL

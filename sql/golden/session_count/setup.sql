@@ -1,5 +1,5 @@
 -- Session windows per user with a 30-second gap: a row opens [ts, ts + 30 s), and sessions of
--- a user that overlap merge (a late-coming row can bridge two). The watermark trails the
+-- a user that overlap or touch merge (a late-coming row can bridge two). The watermark trails the
 -- largest event time by 30 seconds.
 -- golden: late 1
 CREATE STREAM sc_clicks (user_id VARCHAR, page VARCHAR, ts TIMESTAMP)

@@ -61,6 +61,8 @@ pub struct Input {
     pub def: Arc<SourceDef>,
     /// Rows kept for a stream-stream join.
     pub retained: Vec<RecordBatch>,
+    /// The slot's columns the query reads, if not all.
+    pub used: Option<Vec<usize>>,
 }
 
 /// One stateful aggregation of a continuous query.
@@ -253,10 +255,24 @@ pub async fn plan(
         let def = defs
             .get(&slot.binding.source)
             .ok_or_else(|| SqlError::Internal(format!("no source {}", slot.binding.source)))?;
+        // The columns every scan of the slot reads.
+        let mut used: Option<Vec<usize>> = Some(Vec::new());
+        physical.apply(|n| {
+            if let Some(s) = n.downcast_ref::<SlotExec>() {
+                if Arc::ptr_eq(s.slot(), slot) {
+                    match (s.projection(), used.as_mut()) {
+                        (Some(p), Some(u)) => u.extend(p),
+                        _ => used = None,
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
         inputs.push(Input {
             slot: slot.clone(),
             def: def.clone(),
             retained: Vec::new(),
+            used,
         });
     }
     let streams = inputs.iter().filter(|i| !i.slot.binding.table).count();

@@ -89,6 +89,8 @@ pub struct Decoder {
     format: Format,
     schema: SchemaRef,
     full: SchemaRef,
+    /// For JSON: the columns decoded (the others are left null), if not all.
+    only: Option<(Vec<usize>, SchemaRef)>,
 }
 
 impl Decoder {
@@ -110,7 +112,25 @@ impl Decoder {
             format,
             schema,
             full,
+            only: None,
         })
+    }
+
+    /// Decodes only the columns `used` (indices of the declared columns; others are ignored)
+    /// of JSON values: the rest come out null, sparing the work of building them. Columns
+    /// that cannot be null are decoded anyway.
+    pub fn only(mut self, used: &[usize]) -> Result<Decoder> {
+        if self.format != Format::Json {
+            return Ok(self);
+        }
+        let cols: Vec<usize> = (0..self.schema.fields().len())
+            .filter(|i| used.contains(i) || !self.schema.field(*i).is_nullable())
+            .collect();
+        if cols.len() < self.schema.fields().len() {
+            let projected = Arc::new(self.schema.project(&cols)?);
+            self.only = Some((cols, projected));
+        }
+        Ok(self)
     }
 
     /// The output schema: columns then metadata.
@@ -158,7 +178,11 @@ impl Decoder {
     fn decode_all(&self, recs: &[Rec<'_>]) -> Result<Vec<ArrayRef>> {
         match self.format {
             Format::Json => {
-                let mut d = arrow::json::ReaderBuilder::new(self.schema.clone())
+                let schema = match &self.only {
+                    Some((_, projected)) => projected.clone(),
+                    None => self.schema.clone(),
+                };
+                let mut d = arrow::json::ReaderBuilder::new(schema)
                     .with_batch_size(recs.len().max(1))
                     .build_decoder()?;
                 for r in recs {
@@ -183,7 +207,23 @@ impl Decoder {
                 let batch = d
                     .flush()?
                     .ok_or_else(|| SqlError::Internal("json decoder had no rows".into()))?;
-                Ok(batch.columns().to_vec())
+                let Some((cols, _)) = &self.only else {
+                    return Ok(batch.columns().to_vec());
+                };
+                // The columns left out, as nulls.
+                let mut decoded = batch.columns().iter();
+                let mut out = Vec::with_capacity(self.schema.fields().len());
+                for (i, f) in self.schema.fields().iter().enumerate() {
+                    if cols.contains(&i) {
+                        let c = decoded
+                            .next()
+                            .ok_or_else(|| SqlError::Internal("json decoder columns".into()))?;
+                        out.push(c.clone());
+                    } else {
+                        out.push(arrow::array::new_null_array(f.data_type(), recs.len()));
+                    }
+                }
+                Ok(out)
             }
             Format::Csv => {
                 let mut d = arrow::csv::ReaderBuilder::new(self.schema.clone())
@@ -321,6 +361,22 @@ mod tests {
         assert_eq!(offsets.values(), &[0, 2]);
         let out = encode(Format::Json, &b.project(&[0, 1]).unwrap()).unwrap();
         assert_eq!(&out[1][..], br#"{"id":2,"name":"b"}"#);
+    }
+
+    #[test]
+    fn json_decodes_only_the_columns_used() {
+        let d = Decoder::new(Format::Json, schema())
+            .unwrap()
+            .only(&[0, 2])
+            .unwrap();
+        let (b, bad) = d
+            .decode(&[rec(br#"{"id": 7, "name": "x", "ts": 60000}"#, 0)])
+            .unwrap();
+        assert_eq!((b.num_rows(), bad, b.num_columns()), (1, 0, 6));
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.value(0), 7);
+        assert!(b.column(1).is_null(0));
+        assert!(!b.column(2).is_null(0));
     }
 
     #[test]

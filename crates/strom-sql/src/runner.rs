@@ -546,10 +546,29 @@ async fn run_inner(
             tables.push(t);
             decoders.push(None);
         } else {
-            decoders.push(Some(Decoder::new(
-                input.def.format()?,
-                input.def.schema()?,
-            )?));
+            let schema = input.def.schema()?;
+            let mut decoder = Decoder::new(input.def.format()?, schema.clone())?;
+            if let Some(used) = &input.used {
+                // The event time is read for the watermark and windows whether used or not.
+                let mut used = used.clone();
+                let times = [
+                    Some(input.def.time_column()),
+                    input
+                        .slot
+                        .binding
+                        .window
+                        .as_ref()
+                        .map(|w| w.time_col.as_str()),
+                ];
+                used.extend(
+                    times
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| schema.index_of(c).ok()),
+                );
+                decoder = decoder.only(&used)?;
+            }
+            decoders.push(Some(decoder));
             if !topics.contains(&input.def.topic) {
                 topics.push(input.def.topic.clone());
             }

@@ -830,6 +830,7 @@ pub async fn run(b: NexmarkBench) -> anyhow::Result<Vec<Row>> {
             batch_rows
         );
     }
+    let mut failed = 0;
     for r in &rows {
         for (side, outcome) in [
             ("streaming", &r.streaming),
@@ -838,10 +839,16 @@ pub async fn run(b: NexmarkBench) -> anyhow::Result<Vec<Row>> {
         ] {
             match outcome {
                 Outcome::Failed(_) if b.batch_only && side == "streaming" => {}
-                Outcome::Failed(why) => println!("{} {side}: {why}", r.query),
+                Outcome::Failed(why) => {
+                    println!("{} {side}: {why}", r.query);
+                    failed += 1;
+                }
                 Outcome::Ran { .. } => {}
             }
         }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of the runs above failed");
     }
     Ok(rows)
 }

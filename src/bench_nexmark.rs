@@ -24,7 +24,7 @@
 //! For those (keyed outputs) the table also shows the distinct keys written: the rows of the
 //! table the changelog ends as, which match the batch query's rows.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -593,7 +593,8 @@ async fn output_written(
     }
 }
 
-/// The distinct record keys in topic `sink`, if its records have keys (an upsert changelog).
+/// The rows of the table that topic `sink` ends as, if its records have keys (an upsert
+/// changelog): its keys whose latest record has a value.
 async fn distinct_keys(bootstrap: &str, sink: &str) -> Option<u64> {
     let admin = Admin::new(ClientConfig::new(bootstrap)).await.ok()?;
     let ends = admin
@@ -604,7 +605,8 @@ async fn distinct_keys(bootstrap: &str, sink: &str) -> Option<u64> {
     let tps: Vec<TopicPartition> = ends.keys().cloned().collect();
     c.assign(&tps).ok()?;
     c.seek_to_beginning(&tps).ok()?;
-    let mut keys: HashSet<Bytes> = HashSet::new();
+    // Each key's latest record says whether its row is there (a value) or deleted (none).
+    let mut keys: HashMap<Bytes, bool> = HashMap::new();
     let mut keyless = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline
@@ -615,14 +617,15 @@ async fn distinct_keys(bootstrap: &str, sink: &str) -> Option<u64> {
         for r in c.poll(Duration::from_millis(200)).await.ok()? {
             match r.key {
                 Some(k) => {
-                    keys.insert(k);
+                    keys.insert(k, r.value.is_some());
                 }
                 None => keyless = true,
             }
         }
     }
     let _ = c.close().await;
-    (!keyless && !keys.is_empty()).then_some(keys.len() as u64)
+    let rows = keys.values().filter(|&&live| live).count() as u64;
+    (!keyless && !keys.is_empty()).then_some(rows)
 }
 
 /// `rows_out` once it stops growing (output lags input a little), waiting at most 5 s.

@@ -526,7 +526,8 @@ impl AggState {
         }
         let mut closing = Vec::new();
         while let Some(k) = self.by_end.first() {
-            if k.end > watermark {
+            // A session stays open while the watermark is at its end: a row there touches it.
+            if k.end > watermark || self.spec.session && k.end == watermark {
                 break;
             }
             if let Some(k) = self.by_end.pop_first() {

@@ -116,6 +116,8 @@ pub struct StreamOver {
     pub time: Arc<dyn PhysicalExpr>,
     /// Rows the watermark has not passed yet.
     pub pending: Vec<RecordBatch>,
+    /// The earliest time among them (`i64::MAX` without any).
+    pub pending_from: i64,
     /// Rows of a partition that `ROWS` frames need: the last ones.
     pub keep_rows: usize,
     /// How far back `RANGE` frames reach, in ms.
@@ -172,6 +174,9 @@ pub struct Pipeline {
     /// plan above its aggregation now filters out, like `HAVING`), as columns named like the
     /// output's key.
     pub deletes: Vec<RecordBatch>,
+    /// Keys (row format) deleted and not written since, so as not to delete them again. Not
+    /// kept across restarts: after one, a key may be deleted once more.
+    deleted_keys: HashSet<arrow::row::OwnedRow>,
 }
 
 /// How the rows given to the plan above an updating aggregation are keyed.
@@ -301,6 +306,7 @@ pub async fn plan(
             key_tail: Vec::new(),
             stream_over,
             deletes: Vec::new(),
+            deleted_keys: HashSet::new(),
         });
     }
     // The lowest aggregations become stages; the plan above them runs on what they emit.
@@ -414,6 +420,7 @@ pub async fn plan(
         key_tail,
         stream_over: None,
         deletes: Vec::new(),
+        deleted_keys: HashSet::new(),
     })
 }
 
@@ -461,6 +468,15 @@ fn stream_over(physical: &Plan, inputs: &[Input]) -> Result<StreamOver> {
         .iter()
         .position(|i| Arc::ptr_eq(&i.slot, &slot))
         .ok_or_else(|| SqlError::Internal("window input".into()))?;
+    if inputs
+        .iter()
+        .enumerate()
+        .any(|(i, s)| i != input && !s.slot.binding.table)
+    {
+        return Err(unsupported(
+            "OVER (..) over a stream's rows in a query that reads another stream too",
+        ));
+    }
     let time_col = inputs[input].def.time_column().to_string();
     if col != time_col {
         return Err(SqlError::Unsupported(format!(
@@ -504,6 +520,16 @@ fn stream_over(physical: &Plan, inputs: &[Input]) -> Result<StreamOver> {
                 keep_rows = keep_rows.max(n);
             }
             WindowFrameUnits::Range => {
+                let months = match back {
+                    ScalarValue::IntervalMonthDayNano(Some(i)) => i.months != 0,
+                    ScalarValue::IntervalYearMonth(_) => true,
+                    _ => false,
+                };
+                if months {
+                    return Err(unsupported(
+                        "a RANGE frame in months or years over a stream (they have no fixed length): use days",
+                    ));
+                }
                 let ms = interval_ms(back).ok_or_else(|| {
                     unsupported("a RANGE frame over a stream that is not an INTERVAL")
                 })?;
@@ -581,6 +607,7 @@ fn stream_over(physical: &Plan, inputs: &[Input]) -> Result<StreamOver> {
         above,
         time,
         pending: Vec::new(),
+        pending_from: i64::MAX,
         keep_rows,
         keep_ms,
     })
@@ -1285,9 +1312,22 @@ impl StreamOver {
         )?)
     }
 
+    /// Adds rows to those waiting for the watermark.
+    fn wait(&mut self, b: RecordBatch) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
+        let t = self.time_of(&b)?;
+        if let Some(m) = arrow::compute::min(&t) {
+            self.pending_from = self.pending_from.min(m);
+        }
+        self.pending.push(b);
+        Ok(())
+    }
+
     /// Puts the pending rows the watermark passed in place, in time order.
     fn release(&mut self, watermark: i64) -> Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.pending_from >= watermark {
             return Ok(());
         }
         let schema = self.pending[0].schema();
@@ -1299,9 +1339,8 @@ impl StreamOver {
             .map(|v| Some(v.is_some_and(|v| v < watermark)))
             .collect();
         let waiting = filter_record_batch(&all, &arrow::compute::not(&ready)?)?;
-        if waiting.num_rows() > 0 {
-            self.pending.push(waiting);
-        }
+        self.pending_from = i64::MAX;
+        self.wait(waiting)?;
         let released = filter_record_batch(&all, &ready)?;
         if released.num_rows() == 0 {
             return Ok(());
@@ -1427,6 +1466,9 @@ impl Pipeline {
         // What the plan above gets from an updating aggregation (or the window functions over
         // one), and how its rows are keyed: rows it filters out are deleted from the output.
         let mut fed: Option<(RecordBatch, Fed)> = None;
+        // Rows that left the window state without coming back (filtered out below it): their
+        // identity columns.
+        let mut removed: Option<Vec<ArrayRef>> = None;
         let single = agg.stages.len() == 1;
         for (stage, rows) in agg.stages.iter_mut().zip(rows) {
             for b in &rows {
@@ -1446,15 +1488,30 @@ impl Pipeline {
                 // Each changed row leaves its place in the window state and takes its new one.
                 if let Some(changes) = stage.state.take_changes()? {
                     let touched = over.state.identities(&changes)?;
-                    stage.slot.set(vec![changes]);
+                    stage.slot.set(vec![changes.clone()]);
                     let rows = run_plan(&over.mid, &self.task).await;
                     stage.slot.set(Vec::new());
-                    over.state.apply(&touched, &rows?)?;
+                    let gone = over.state.apply(&touched, &rows?)?;
+                    if !gone.is_empty() {
+                        let idx = arrow::array::UInt32Array::from(gone);
+                        removed = Some(
+                            changes.columns()[..over.state.identity_width()]
+                                .iter()
+                                .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+                                .collect::<Result<Vec<_>, _>>()?,
+                        );
+                    }
                 }
-                if let Some(c) = over.state.take_changes()? {
-                    any_emitted = true;
-                    fed = Some((c.clone(), Fed::Tail));
-                    over.slot.set(vec![c]);
+                match over.state.take_changes()? {
+                    Some(c) => {
+                        any_emitted = true;
+                        fed = Some((c.clone(), Fed::Tail));
+                        over.slot.set(vec![c]);
+                    }
+                    None if removed.is_some() => {
+                        fed = Some((RecordBatch::new_empty(over.slot.schema.clone()), Fed::Tail));
+                    }
+                    None => {}
                 }
                 continue;
             }
@@ -1516,7 +1573,7 @@ impl Pipeline {
         }
         self.evict_post(watermark_after)?;
         if let Some((batch, keys)) = fed {
-            if let Some(d) = self.deleted(&batch, &keys, &out)? {
+            if let Some(d) = self.deleted(&batch, &keys, &out, removed)? {
                 self.deletes.push(d);
             }
         }
@@ -1524,13 +1581,15 @@ impl Pipeline {
     }
 
     /// The keys of `fed`'s rows (changed rows of an updating aggregation, or window results
-    /// over one) that the plan above left out of `out`: their output rows are deleted. `None`
-    /// when there are none, or the output's key is not made of `fed`'s columns.
+    /// over one) that the plan above left out of `out`, and of the `removed` ones: their
+    /// output rows are deleted. Keys already deleted (and not written since) are not deleted
+    /// again. `None` when there are none, or the output's key is not made of `fed`'s columns.
     fn deleted(
-        &self,
+        &mut self,
         fed: &RecordBatch,
         keys: &Fed,
         out: &[RecordBatch],
+        removed: Option<Vec<ArrayRef>>,
     ) -> Result<Option<RecordBatch>> {
         // Key columns: in `fed`, in the output rows, and as the output names them.
         let width = self.schema.fields().len();
@@ -1569,7 +1628,7 @@ impl Pipeline {
                     (f, o, fields)
                 }
             };
-        if fed_cols.is_empty() || fed.num_rows() == 0 {
+        if fed_cols.is_empty() || fed.num_rows() == 0 && removed.is_none() {
             return Ok(None);
         }
         let conv = arrow::row::RowConverter::new(
@@ -1592,10 +1651,29 @@ impl Pipeline {
             let rows = conv.convert_columns(&columns(b, &out_cols)?)?;
             kept.extend(rows.iter().map(|r| r.owned()));
         }
-        let fed_keys = columns(fed, &fed_cols)?;
+        for k in &kept {
+            self.deleted_keys.remove(k);
+        }
+        let mut fed_keys = columns(fed, &fed_cols)?;
+        if let Some(r) = removed {
+            let r = r
+                .iter()
+                .zip(&fields)
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()?;
+            fed_keys = fed_keys
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| arrow::compute::concat(&[a.as_ref(), b.as_ref()]))
+                .collect::<Result<Vec<_>, _>>()?;
+        }
+        let n = fed_keys.first().map_or(0, |c| c.len());
         let rows = conv.convert_columns(&fed_keys)?;
-        let gone: Vec<u32> = (0..fed.num_rows())
-            .filter(|&i| !kept.contains(&rows.row(i).owned()))
+        let gone: Vec<u32> = (0..n)
+            .filter(|&i| {
+                let r = rows.row(i).owned();
+                !kept.contains(&r) && self.deleted_keys.insert(r)
+            })
             .map(|i| i as u32)
             .collect();
         if gone.is_empty() {
@@ -1645,9 +1723,9 @@ impl Pipeline {
                     self.late_rows
                         .push(l.project(&(0..width).collect::<Vec<_>>())?);
                     let on_time = arrow::compute::not(&late)?;
-                    so.pending.push(filter_record_batch(&b, &on_time)?);
+                    so.wait(filter_record_batch(&b, &on_time)?)?;
                 } else {
-                    so.pending.push(b);
+                    so.wait(b)?;
                 }
             }
         }
@@ -1852,7 +1930,9 @@ impl Pipeline {
             slot.set(replayed);
             let rows = run_plan(&so.mid, &self.task).await;
             slot.set(Vec::new());
-            so.pending.extend(rows?);
+            for b in rows? {
+                so.wait(b)?;
+            }
             so.release(watermark)?;
             so.state.take_changes()?;
             so.evict(watermark);

@@ -6,6 +6,10 @@
 //! new results. Results are emitted as an upsert changelog keyed by the row's identity: one
 //! output row per aggregate row, as in the batch query, kept up to date.
 //!
+//! In append mode (a stream's own rows, see [`OverState::appending`]) rows come in window
+//! order, once the watermark has passed them, and never change: each new row gets its results
+//! once, and rows no later frame can hold are evicted.
+//!
 //! DataFusion evaluates the window functions, over the slice of a partition that the changed
 //! rows' frames cover (a `ROWS` frame of an aggregate function), or over the whole partition
 //! (any other frame, ranking and value functions).
@@ -216,7 +220,7 @@ impl OverState {
         let mut gone = Vec::new();
         self.parts.retain(|_, list| {
             let mut n = 0;
-            while n + keep_rows < list.len() && list[n].t < since {
+            while n < list.len().saturating_sub(keep_rows) && list[n].t < since {
                 n += 1;
             }
             gone.extend(list.drain(..n).map(|e| e.id));
@@ -247,14 +251,23 @@ impl OverState {
 
     /// Applies a change: the rows of `touched` leave their places; the rows of `batches`
     /// (input columns, then identity columns) take theirs.
-    pub fn apply(&mut self, touched: &[OwnedRow], batches: &[RecordBatch]) -> DfResult<()> {
+    /// Returns the positions in `touched` of the rows that left and did not come back.
+    pub fn apply(&mut self, touched: &[OwnedRow], batches: &[RecordBatch]) -> DfResult<Vec<u32>> {
         for id in touched {
             self.remove(id);
         }
         for b in batches {
             self.insert(b, true)?;
         }
-        Ok(())
+        Ok((0..touched.len())
+            .filter(|&i| !self.place.contains_key(&touched[i]))
+            .map(|i| i as u32)
+            .collect())
+    }
+
+    /// How many identity columns there are.
+    pub fn identity_width(&self) -> usize {
+        self.ids
     }
 
     /// Puts `batch`'s rows in place without asking for results (rebuilding after a restart).
@@ -371,7 +384,12 @@ impl OverState {
         if dirty.all || self.append {
             return;
         }
-        let Reach::Rows { before, after } = self.reach else {
+        let Reach::Rows {
+            before: Some(before),
+            after: Some(after),
+        } = self.reach
+        else {
+            // Unbounded on a side (or not a ROWS frame): the partition, at once.
             dirty.all = true;
             return;
         };
@@ -379,8 +397,12 @@ impl OverState {
         // [pos - after, pos + before].
         let p = pos as i64;
         let last = list.len() as i64 - 1;
-        let lo = after.map_or(0, |a| (p - a).max(0));
-        let hi = before.map_or(last, |b| (p + b).min(last));
+        let lo = p.saturating_sub(after).max(0);
+        let hi = p.saturating_add(before).min(last);
+        if hi.saturating_sub(lo) >= last {
+            dirty.all = true;
+            return;
+        }
         for r in lo..=hi {
             // `pos` itself is the row put there (marked above) or the one leaving.
             if r != p {

@@ -586,13 +586,16 @@ async fn run_inner(
         SinkSpec::Topic(def) => Sink::Topic {
             format: def.format()?,
             schema: def.schema()?,
-            key_cols: match &def.key {
-                Some(k) => def
+            // An updating output is keyed by all of its group columns (a table's primary key
+            // names the first of them); anything else by its declared key, if any.
+            key_cols: match (&def.key, key_columns(&p)) {
+                (_, all) if p.updating() && !all.is_empty() => all,
+                (Some(k), _) => def
                     .schema()?
                     .index_of(k)
                     .map(|i| vec![i])
                     .unwrap_or_default(),
-                None => key_columns(&p),
+                (None, all) => all,
             },
             def,
             pending: Vec::new(),
@@ -886,8 +889,8 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<(i64, Replay)> {
 }
 
 /// Reads each partition of `replay` from its offset up to the query's committed offset and
-/// puts the rows back in the join buffers (without joining them: their matches were written
-/// before the restart).
+/// puts the rows back in the input buffers: a join's (without joining them: their matches
+/// were written before the restart), or the rows window functions over a stream still need.
 async fn rebuild_buffers(
     ctx: &QueryCtx,
     p: &mut Pipeline,
@@ -929,7 +932,7 @@ async fn rebuild_buffers(
         .any(|(tp, to)| c.position(tp).unwrap_or(*to) < *to)
     {
         if Instant::now() > deadline {
-            tracing::warn!(query = %ctx.id, "rebuilding join buffers took too long; some earlier rows will not match");
+            tracing::warn!(query = %ctx.id, "rebuilding input buffers took too long; some earlier rows will be missing");
             break;
         }
         let recs = c.poll(Duration::from_millis(200)).await?;
@@ -947,12 +950,12 @@ async fn rebuild_buffers(
         }
     }
     let _ = c.close().await;
-    tracing::info!(query = %ctx.id, rows = rebuilt, "join buffers rebuilt");
+    tracing::info!(query = %ctx.id, rows = rebuilt, "input buffers rebuilt");
     Ok(())
 }
 
 /// Decodes the records of `input`'s topic that `keep` accepts, with window columns if the
-/// input is windowed, and raises `max_ts` to their largest event time. `None` without any;
+/// input is windowed, and tells `wm` each partition's event times. `None` without any;
 /// else the rows and how many records could not be decoded.
 fn decode_input(
     input: &crate::continuous::Input,

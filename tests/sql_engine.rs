@@ -322,8 +322,8 @@ async fn window_functions_resume_after_a_restart() {
 }
 
 /// Window functions over a stream's rows after a restart: the rows later frames need, and the
-/// rows still waiting for the watermark, are read again from the input, so results continue
-/// as if there had been no restart, and no row gets its results twice.
+/// rows still waiting for the watermark, are kept in the query's state topic, so results
+/// continue as if there had been no restart, and no row gets its results twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_windows_resume_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray};
+use arrow::array::{ArrayRef, BooleanArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -629,6 +629,12 @@ fn source_column(node: &Plan, idx: usize) -> Option<(Arc<Slot>, String)> {
         _ => None,
     }
 }
+
+/// State topic keys of window functions over a stream: a partition's kept rows (this, then
+/// its key), and the rows waiting for the watermark. (Stage keys start with a small stage
+/// number.)
+const OVER_PARTITION_KEY: &[u8] = b"\xffwindow/";
+const OVER_PENDING_KEY: &[u8] = b"\xffpending";
 
 /// A window operator's functions and input.
 fn window_parts(n: &Plan) -> Option<(Vec<Arc<dyn WindowExpr>>, Plan)> {
@@ -1357,6 +1363,68 @@ impl StreamOver {
         Ok(())
     }
 
+    /// What changed since the last call, for the state topic: (key, value or `None` to
+    /// delete) pairs, the partitions' kept rows and the rows waiting for the watermark.
+    pub fn checkpoint(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let mut out: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .state
+            .checkpoint()
+            .into_iter()
+            .map(|(k, v)| ([OVER_PARTITION_KEY, &k].concat(), v))
+            .collect();
+        let mut v = Vec::new();
+        if !self.pending.is_empty() {
+            let conv = self.pending_converter()?;
+            for b in &self.pending {
+                for row in conv.convert_columns(b.columns())?.iter() {
+                    v.extend_from_slice(&(row.as_ref().len() as u32).to_be_bytes());
+                    v.extend_from_slice(row.as_ref());
+                }
+            }
+        }
+        out.push((OVER_PENDING_KEY.to_vec(), Some(v)));
+        Ok(out)
+    }
+
+    /// Puts back one record of [`StreamOver::checkpoint`]; `false` if the key is not one.
+    pub fn restore(&mut self, key: &[u8], v: &[u8]) -> Result<bool> {
+        if let Some(part) = key.strip_prefix(OVER_PARTITION_KEY) {
+            self.state.restore(part, v)?;
+            return Ok(true);
+        }
+        if key != OVER_PENDING_KEY {
+            return Ok(false);
+        }
+        let conv = self.pending_converter()?;
+        let parser = conv.parser();
+        let mut rows = Vec::new();
+        let mut rest = v;
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_be_bytes(*len) as usize;
+            let (row, tail) = tail
+                .split_at_checked(len)
+                .ok_or_else(|| SqlError::Internal("a pending row is cut short".into()))?;
+            rows.push(parser.parse(row));
+            rest = tail;
+        }
+        if !rows.is_empty() {
+            let cols = conv.convert_rows(rows)?;
+            self.wait(RecordBatch::try_new(self.mid.schema(), cols)?)?;
+        }
+        Ok(true)
+    }
+
+    fn pending_converter(&self) -> Result<arrow::row::RowConverter> {
+        Ok(arrow::row::RowConverter::new(
+            self.mid
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| arrow::row::SortField::new(f.data_type().clone()))
+                .collect(),
+        )?)
+    }
+
     /// Forgets the rows no frame of a row still to come can hold.
     fn evict(&mut self, watermark: i64) {
         let since = self
@@ -1746,13 +1814,9 @@ impl Pipeline {
     }
 
     /// Inputs whose rows are kept between micro-batches (join buffers): both streams of a
-    /// stream-stream join, and streams joined with an aggregate's result. (And a stream under
-    /// window functions, whose kept rows are read again after a restart.)
+    /// stream-stream join, and streams joined with an aggregate's result.
     pub fn retaining(&self) -> Vec<usize> {
         let mut v: Vec<usize> = Vec::new();
-        if let Some(so) = &self.stream_over {
-            v.push(so.input);
-        }
         if self.join_retention.is_some() {
             v.extend((0..self.inputs.len()).filter(|&i| !self.inputs[i].slot.binding.table));
         }
@@ -1768,30 +1832,8 @@ impl Pipeline {
     /// reads again from to rebuild its join buffers.
     pub fn retained_from(&self) -> Result<BTreeMap<(String, i32), i64>> {
         let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        if let Some(so) = &self.stream_over {
-            let mut ids: Vec<Vec<ArrayRef>> = so
-                .pending
-                .iter()
-                .map(|b| b.columns()[b.num_columns() - 2..].to_vec())
-                .collect();
-            ids.extend(so.state.identity_columns()?);
-            let topic = &self.inputs[so.input].def.topic;
-            for cols in ids {
-                let parts = cols[0].as_primitive::<arrow::datatypes::Int32Type>();
-                let offs = cols[1].as_primitive::<arrow::datatypes::Int64Type>();
-                for (part, off) in parts.iter().zip(offs.iter()) {
-                    if let (Some(part), Some(off)) = (part, off) {
-                        let e = out.entry((topic.clone(), part)).or_insert(off);
-                        *e = (*e).min(off);
-                    }
-                }
-            }
-        }
         for i in self.retaining() {
             let input = &self.inputs[i];
-            if self.stream_over.as_ref().is_some_and(|so| so.input == i) {
-                continue;
-            }
             for b in &input.retained {
                 let (Ok(p), Ok(o)) = (
                     b.schema().index_of(crate::format::PARTITION),
@@ -1917,27 +1959,9 @@ impl Pipeline {
         }
     }
 
-    /// Rebuilds window state after a restart: the rows of the updating stage restored from the
-    /// state topic, or the stream rows read again into the input's buffer (those the restored
-    /// `watermark` passed are put in place, the others wait for it).
-    pub async fn rebuild_windows(&mut self, watermark: i64) -> Result<()> {
-        if let Some(so) = self.stream_over.as_mut() {
-            let replayed = std::mem::take(&mut self.inputs[so.input].retained);
-            if replayed.is_empty() {
-                return Ok(());
-            }
-            let slot = &self.inputs[so.input].slot;
-            slot.set(replayed);
-            let rows = run_plan(&so.mid, &self.task).await;
-            slot.set(Vec::new());
-            for b in rows? {
-                so.wait(b)?;
-            }
-            so.release(watermark)?;
-            so.state.take_changes()?;
-            so.evict(watermark);
-            return Ok(());
-        }
+    /// Rebuilds window state over an updating aggregate after a restart, from the stage's rows
+    /// restored from the state topic.
+    pub async fn rebuild_windows(&mut self) -> Result<()> {
         let Some(agg) = &mut self.agg else {
             return Ok(());
         };

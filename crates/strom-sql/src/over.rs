@@ -139,6 +139,8 @@ pub struct OverState {
     dirty: HashMap<OwnedRow, Dirty>,
     /// Rows come in window order and never change: only new rows get results.
     append: bool,
+    /// In append mode: partitions changed since the last checkpoint.
+    changed: HashSet<OwnedRow>,
 }
 
 impl OverState {
@@ -204,6 +206,7 @@ impl OverState {
             place: HashMap::new(),
             dirty: HashMap::new(),
             append: false,
+            changed: HashSet::new(),
         })
     }
 
@@ -218,28 +221,83 @@ impl OverState {
     /// their partition that are also older than `since`.
     pub fn evict(&mut self, keep_rows: usize, since: i64) {
         let mut gone = Vec::new();
-        self.parts.retain(|_, list| {
+        let mut touched = Vec::new();
+        self.parts.retain(|part, list| {
             let mut n = 0;
             while n < list.len().saturating_sub(keep_rows) && list[n].t < since {
                 n += 1;
             }
-            gone.extend(list.drain(..n).map(|e| e.id));
+            if n > 0 {
+                touched.push(part.clone());
+                gone.extend(list.drain(..n).map(|e| e.id));
+            }
             !list.is_empty()
         });
+        if self.append {
+            self.changed.extend(touched);
+        }
         for id in gone {
             self.place.remove(&id);
         }
     }
 
-    /// The identity columns of every kept row, if there are any.
-    pub fn identity_columns(&self) -> DfResult<Option<Vec<ArrayRef>>> {
-        if self.place.is_empty() {
-            return Ok(None);
+    /// In append mode, the partitions changed since the last call, each as (its key, its
+    /// rows encoded, or `None` if it has none left), for the state topic.
+    pub fn checkpoint(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        for part in std::mem::take(&mut self.changed) {
+            let key = part.as_ref().to_vec();
+            let Some(list) = self.parts.get(&part) else {
+                out.push((key, None));
+                continue;
+            };
+            let mut v = Vec::new();
+            for e in list {
+                for bytes in [e.order.as_ref(), e.id.as_ref(), e.row.as_ref()] {
+                    v.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                    v.extend_from_slice(bytes);
+                }
+                v.extend_from_slice(&e.t.to_be_bytes());
+            }
+            out.push((key, Some(v)));
         }
-        let cols = self
-            .id_conv
-            .convert_rows(self.parts.values().flatten().map(|e| e.id.row()))?;
-        Ok(Some(cols))
+        out
+    }
+
+    /// Puts back one partition written by [`OverState::checkpoint`].
+    pub fn restore(&mut self, key: &[u8], mut v: &[u8]) -> DfResult<()> {
+        let bad = || DataFusionError::Internal("a window state record is cut short".into());
+        let part = self.part_conv.parser().parse(key).owned();
+        let mut list = Vec::new();
+        let take = |n: usize, v: &mut &[u8]| -> DfResult<Vec<u8>> {
+            let (head, rest) = v.split_at_checked(n).ok_or_else(bad)?;
+            *v = rest;
+            Ok(head.to_vec())
+        };
+        while !v.is_empty() {
+            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(3);
+            for _ in 0..3 {
+                let len = take(4, &mut v)?;
+                let len = u32::from_be_bytes(len.try_into().map_err(|_| bad())?) as usize;
+                parts.push(take(len, &mut v)?);
+            }
+            let t = i64::from_be_bytes(take(8, &mut v)?.try_into().map_err(|_| bad())?);
+            let order = self.order_conv.parser().parse(&parts[0]).owned();
+            let id = self.id_conv.parser().parse(&parts[1]).owned();
+            let row = self.row_conv.parser().parse(&parts[2]).owned();
+            self.place.insert(id.clone(), (part.clone(), order.clone()));
+            list.push(Entry {
+                order,
+                id,
+                row,
+                t,
+                last: None,
+            });
+        }
+        if !list.is_empty() {
+            self.parts.insert(part, list);
+        }
+        Ok(())
     }
 
     /// The identities of `batch`'s rows: its first `n` columns (an aggregate's group key).
@@ -343,6 +401,9 @@ impl OverState {
                 },
             );
             self.place.insert(id.clone(), (part.clone(), order));
+            if self.append {
+                self.changed.insert(part.clone());
+            }
             if mark {
                 self.mark(&part, pos, Some(&id));
             }

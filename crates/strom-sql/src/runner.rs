@@ -636,7 +636,8 @@ async fn run_inner(
         .iter()
         .map(|i| (!i.slot.binding.table).then_some(i.def.watermark_delay_ms))
         .collect();
-    let persist_state = ctx.persistent && (p.agg.is_some() || !p.retaining().is_empty());
+    let persist_state =
+        ctx.persistent && (p.agg.is_some() || p.stream_over.is_some() || !p.retaining().is_empty());
     let mut wm = Watermarks::new(delays.clone(), i64::MIN);
     if persist_state {
         let (w, replay) = restore(&ctx, &mut p).await?;
@@ -645,7 +646,7 @@ async fn run_inner(
             rebuild_buffers(&ctx, &mut p, &consumer, &decoders, &mut wm, replay).await?;
             p.evict_retained(w)?;
         }
-        p.rebuild_windows(w).await?;
+        p.rebuild_windows().await?;
     }
     let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
@@ -765,9 +766,16 @@ async fn commit(
         return Ok(false);
     }
     let retaining = !p.retaining().is_empty();
-    if p.agg.is_some() || retaining {
+    if p.agg.is_some() || p.stream_over.is_some() || retaining {
         let topic = state_topic(&ctx.id);
         let mut acks = Vec::new();
+        if let Some(so) = p.stream_over.as_mut() {
+            for (key, value) in so.checkpoint()? {
+                let mut r = ProducerRecord::new(topic.clone(), Vec::new()).key(key);
+                r.value = value.map(Into::into);
+                acks.push(ctx.producer.send(r).await?);
+            }
+        }
         let states = p.agg.as_mut().map(|a| a.states_mut()).unwrap_or_default();
         for (i, state) in states.into_iter().enumerate() {
             let changed: Vec<_> = state.changed.drain().collect();
@@ -877,6 +885,11 @@ async fn restore(ctx: &QueryCtx, p: &mut Pipeline) -> Result<(i64, Replay)> {
                 .map(|(t, part, o)| ((t, part), o))
                 .collect();
             continue;
+        }
+        if let Some(so) = p.stream_over.as_mut() {
+            if so.restore(&k, &v)? {
+                continue;
+            }
         }
         let Some(agg) = &mut p.agg else { continue };
         let (i, k) = (usize::from(k[0]), &k[1..]);

@@ -48,7 +48,7 @@ use futures_util::TryStreamExt;
 
 use crate::agg::{AggSpec, AggState};
 use crate::catalog::SourceDef;
-use crate::over::OverState;
+use crate::over::{OverState, StateRecord};
 use crate::slot::{Slot, SlotExec};
 use crate::window::{WindowKind, WINDOW_END, WINDOW_START};
 use crate::{Result, SqlError};
@@ -1365,8 +1365,8 @@ impl StreamOver {
 
     /// What changed since the last call, for the state topic: (key, value or `None` to
     /// delete) pairs, the partitions' kept rows and the rows waiting for the watermark.
-    pub fn checkpoint(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
-        let mut out: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+    pub fn checkpoint(&mut self) -> Result<Vec<StateRecord>> {
+        let mut out: Vec<StateRecord> = self
             .state
             .checkpoint()
             .into_iter()

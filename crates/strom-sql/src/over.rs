@@ -28,6 +28,9 @@ use datafusion::physical_expr::window::{
     PlainAggregateWindowExpr, SlidingAggregateWindowExpr, WindowExpr,
 };
 
+/// A record for the state topic: its key, and its value (`None` deletes the key).
+pub type StateRecord = (Vec<u8>, Option<Vec<u8>>);
+
 /// How far a change reaches: a row's frame is rows `r - before ..= r + after` (`None`:
 /// unbounded), or `All` of its partition.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -243,7 +246,7 @@ impl OverState {
 
     /// In append mode, the partitions changed since the last call, each as (its key, its
     /// rows encoded, or `None` if it has none left), for the state topic.
-    pub fn checkpoint(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    pub fn checkpoint(&mut self) -> Vec<StateRecord> {
         let mut out = Vec::new();
         for part in std::mem::take(&mut self.changed) {
             let key = part.as_ref().to_vec();

@@ -58,15 +58,16 @@ done
 [ "$ready" = yes ] || fail "the SQL ports of the three nodes do not answer"
 sqlp $((base + 2)) "CREATE STREAM nums (n BIGINT) WITH (topic='nums', format='json', partitions=3)" || fail "CREATE STREAM"
 sqlp $((base + 2)) "CREATE STREAM evens WITH (topic='evens') AS SELECT n FROM nums WHERE n % 2 = 0" || fail "CREATE STREAM AS"
-# The states of q1 (`SHOW QUERIES`) on the nodes at these SQL ports, one a line.
-states() { for port in "$@"; do sqlp "$port" "SHOW QUERIES" | awk '$1 == "q1" { for (i = 1; i <= NF; i++) if ($i == "RUNNING" || $i == "ELSEWHERE") print $i }'; done; }
+# The states of q1_1 (`SHOW QUERIES`; the first query, made by node 1) on the nodes at these
+# SQL ports, one a line.
+states() { for port in "$@"; do sqlp "$port" "SHOW QUERIES" | awk '$1 == "q1_1" { for (i = 1; i <= NF; i++) if ($i == "RUNNING" || $i == "ELSEWHERE") print $i }'; done; }
 placed=no
 for _ in $(seq 1 150); do
   s=$(states $((base + 2)) $((base + 102)) $((base + 202)) || true)
   if [ "$(grep -c RUNNING <<<"$s")" -eq 1 ] && [ "$(grep -c ELSEWHERE <<<"$s")" -eq 2 ]; then placed=yes; break; fi
   sleep 0.2
 done
-[ "$placed" = yes ] || fail "q1 is not running on exactly one node: $(states $((base + 2)) $((base + 102)) $((base + 202)) | paste -sd' ')"
+[ "$placed" = yes ] || fail "q1_1 is not running on exactly one node: $(states $((base + 2)) $((base + 102)) $((base + 202)) | paste -sd' ')"
 seq 1 100 | sed 's/.*/{"n":&}/' | kcat -b "$bootstrap" -t nums -P || fail "kcat -P nums"
 
 # kill -9 node 2; its leaderships move (broker session timeout: 9 s by default).

@@ -514,7 +514,12 @@ fn run_server(args: ServerArgs) -> Result<(), String> {
         };
         let (stop_sql, sql_stopping) = tokio::sync::watch::channel(false);
         // In a cluster every node's engine reads the same catalog: they share the queries out.
-        let shared = broker.config().controller_quorum.is_some();
+        // (Named by the node id, which ends the query ids it makes.)
+        let shared = broker
+            .config()
+            .controller_quorum
+            .is_some()
+            .then(|| broker.config().node_id);
         let sql = sql_listener.map(|listener| {
             tokio::spawn(run_sql(
                 listener,
@@ -556,7 +561,7 @@ fn local_bootstrap(addr: std::net::SocketAddr) -> String {
 async fn run_sql(
     listener: tokio::net::TcpListener,
     bootstrap: String,
-    shared: bool,
+    shared: Option<i32>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
@@ -566,8 +571,11 @@ async fn run_sql(
     let mut delay = std::time::Duration::from_millis(500);
     let engine = loop {
         let mut config = strom_sql::EngineConfig::new(bootstrap.clone());
-        if shared {
-            config = config.shared(strom_sql::HostingConfig::default());
+        if let Some(node) = shared {
+            config = config.shared(strom_sql::HostingConfig {
+                name: Some(node.to_string()),
+                ..Default::default()
+            });
         }
         tokio::select! {
             started = strom_sql::Engine::start(config) => match started {

@@ -438,10 +438,11 @@ async fn a_partition_behind_is_not_late() {
     broker.stop().await;
 }
 
-async fn shared_engine(bootstrap: &str) -> std::sync::Arc<Engine> {
+async fn shared_engine(bootstrap: &str, name: &str) -> std::sync::Arc<Engine> {
     let mut c = EngineConfig::new(bootstrap).shared(strom_sql::HostingConfig {
         session_timeout: Duration::from_secs(6),
         tick: Duration::from_millis(100),
+        name: Some(name.to_string()),
     });
     c.commit_interval = Duration::from_millis(100);
     Engine::start(c).await.unwrap()
@@ -484,8 +485,8 @@ async fn engines_of_a_cluster_share_queries_and_take_them_over() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path(), |_| {}).await;
     let bs = broker.bootstrap();
-    let a = shared_engine(&bs).await;
-    let b = shared_engine(&bs).await;
+    let a = shared_engine(&bs, "a").await;
+    let b = shared_engine(&bs, "b").await;
     exec(
         &a,
         "CREATE STREAM pays (id BIGINT, amount BIGINT) WITH (topic='pays')",
@@ -497,6 +498,8 @@ async fn engines_of_a_cluster_share_queries_and_take_them_over() {
     )
     .await;
     let id = a.queries()[0].id.clone();
+    // Ids made by an engine of a cluster end with its name: no two engines make the same.
+    assert!(id.starts_with('q') && id.ends_with("_a"), "{id}");
     // The other engine learns the stream from the catalog.
     let deadline = Instant::now() + Duration::from_secs(10);
     while b.execute("DESCRIBE pays").await.is_err() {

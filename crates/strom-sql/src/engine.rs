@@ -294,7 +294,9 @@ impl Engine {
                     .insert(def.name.clone(), Arc::new(def.clone()));
             }
             Some(Entry::Query { id, sql }) => {
-                if let Some(n) = id.strip_prefix('q').and_then(|n| n.parse::<u64>().ok()) {
+                // `q7`, or `q7_2` when made by engine `2` of a cluster.
+                let number = id.strip_prefix('q').and_then(|n| n.split('_').next());
+                if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
                     self.next_id.fetch_max(n + 1, Ordering::SeqCst);
                 }
                 self.catalog_queries.lock().insert(id.clone(), sql.clone());
@@ -572,8 +574,13 @@ impl Engine {
     }
 
     fn new_id(&self) -> String {
+        let suffix = match self.config.hosting.as_ref().and_then(|h| h.name.as_ref()) {
+            Some(name) => format!("_{name}"),
+            None => String::new(),
+        };
         loop {
-            let id = format!("q{}", self.next_id.fetch_add(1, Ordering::SeqCst));
+            let n = self.next_id.fetch_add(1, Ordering::SeqCst);
+            let id = format!("q{n}{suffix}");
             if !self.catalog_queries.lock().contains_key(&id) {
                 return id;
             }

@@ -73,6 +73,10 @@ pub struct HostingConfig {
     pub session_timeout: Duration,
     /// How often an engine looks at the catalog and its slots.
     pub tick: Duration,
+    /// A name no other engine of the cluster has (`strom server` uses its node id): the ids
+    /// of the queries this engine makes end with it (`q7_2`), so that two engines making a
+    /// query at the same moment never pick the same id.
+    pub name: Option<String>,
 }
 
 impl Default for HostingConfig {
@@ -80,6 +84,7 @@ impl Default for HostingConfig {
         HostingConfig {
             session_timeout: Duration::from_secs(10),
             tick: Duration::from_millis(200),
+            name: None,
         }
     }
 }

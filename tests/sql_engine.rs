@@ -214,10 +214,18 @@ async fn tumbling_counts_with_late_records_survive_a_restart() {
     );
     let late = read_topic(&bs, "counts_late", 1).await;
     assert_eq!(late.len(), 1, "{late:?}");
-    let q = &e.queries()[0];
+    let q = e.queries()[0].clone();
     assert_eq!(q.late, 1);
     exec(&e, &format!("TERMINATE {}", q.id)).await;
     assert!(e.queries().is_empty());
+    // Nothing of it stays behind: its state topic goes with it.
+    let admin = strom::client::Admin::connect(&bs).await.unwrap();
+    let state = format!("_strom_sql_{}_state", q.id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin.describe_topic(&state).await.is_ok() {
+        assert!(Instant::now() < deadline, "{state} left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     e.shutdown().await;
     broker.stop().await;
 }

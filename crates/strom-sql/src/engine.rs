@@ -366,6 +366,10 @@ impl Engine {
             tracing::info!(query = %id, "strom sql: query stopped here");
             let _ = r.stop.send(true);
             let _ = r.task.await;
+            if !catalog.contains_key(&id) {
+                // Terminated (through any server), not moved: nothing of it is needed again.
+                self.clean_up(&id).await;
+            }
         }
         for (id, sql) in catalog {
             if !owned.contains(&crate::hosting::slot_of(&id))
@@ -561,16 +565,26 @@ impl Engine {
                 };
                 for id in &ids {
                     let r = self.queries.lock().remove(id);
+                    let here = r.is_some();
                     if let Some(r) = r {
                         let _ = r.stop.send(true);
                         let _ = r.task.await;
                     }
                     self.forget(&format!("query/{id}")).await?;
-                    let _ = self.admin.delete_groups(&[runner::group_of(id)]).await;
+                    if here {
+                        self.clean_up(id).await;
+                    }
                 }
                 Ok(done("TERMINATE", Some(format!("terminated {}", if ids.is_empty() { "nothing".to_string() } else { ids.join(", ") }))))
             }
         }
+    }
+
+    /// Deletes what a terminated query kept in the cluster: its consumer group and its state
+    /// topic. (A query another server runs is cleaned up there, once it stops.)
+    async fn clean_up(&self, id: &str) {
+        let _ = self.admin.delete_groups(&[runner::group_of(id)]).await;
+        let _ = self.admin.delete_topics(&[runner::state_topic(id)]).await;
     }
 
     fn new_id(&self) -> String {

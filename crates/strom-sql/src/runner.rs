@@ -95,7 +95,8 @@ pub fn group_of(id: &str) -> String {
     format!("_strom_sql_{id}")
 }
 
-fn state_topic(id: &str) -> String {
+/// The compacted topic holding query `id`'s state.
+pub(crate) fn state_topic(id: &str) -> String {
     format!("_strom_sql_{id}_state")
 }
 

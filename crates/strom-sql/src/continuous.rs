@@ -344,14 +344,7 @@ pub async fn plan(
             emit_changes,
         };
         let state = AggState::new(spec, &pre.schema())?;
-        let slot = Slot::new(
-            top.schema(),
-            crate::slot::Binding {
-                source: "aggregate".into(),
-                table: false,
-                window: None,
-            },
-        );
+        let slot = inner_slot(top.schema(), "aggregate");
         stages.push(Stage { pre, state, slot });
     }
     let leaves: Vec<Arc<dyn ExecutionPlan>> = stages
@@ -561,44 +554,16 @@ fn stream_over(physical: &Plan, inputs: &[Input]) -> Result<StreamOver> {
         let width = cols.len();
         cols.extend([part_i, off_i]);
         let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), Some(cols)));
-        let exprs = (0..width)
-            .map(|i| (i, name_at(&leaf, i)))
-            .chain((0..2).map(|k| (width + k, key_names[k].clone())))
-            .map(|(i, name)| ProjectionExpr {
-                expr: Arc::new(Column::new(&name_at(&leaf, i), i)) as Arc<dyn PhysicalExpr>,
-                alias: name,
-            })
-            .collect::<Vec<_>>();
-        Some(ProjectionExec::try_new(exprs, leaf).map(|p| Arc::new(p) as Plan))
+        Some(keys_last(&leaf, width, &[width, width + 1], &key_names))
     })?;
     let time = order[0].expr.clone();
     let mut fields: Vec<arrow::datatypes::FieldRef> = window.schema().fields().to_vec();
     fields.extend(key_fields);
     let with_keys = Arc::new(arrow::datatypes::Schema::new(fields));
     let state = OverState::new(exprs, below.schema(), 2, with_keys)?.appending();
-    let slot = Slot::new(
-        window.schema(),
-        crate::slot::Binding {
-            source: "window".into(),
-            table: false,
-            window: None,
-        },
-    );
+    let slot = inner_slot(window.schema(), "window");
     let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), None));
-    let above = physical
-        .clone()
-        .transform_down(|n| {
-            if Arc::ptr_eq(&n, window) {
-                Ok(Transformed::new(
-                    leaf.clone(),
-                    true,
-                    TreeNodeRecursion::Jump,
-                ))
-            } else {
-                Ok(Transformed::no(n))
-            }
-        })?
-        .data;
+    let above = replace_node(physical, window, &leaf)?;
     Ok(StreamOver {
         input,
         mid,
@@ -635,6 +600,36 @@ fn source_column(node: &Plan, idx: usize) -> Option<(Arc<Slot>, String)> {
 /// number.)
 const OVER_PARTITION_KEY: &[u8] = b"\xffwindow/";
 const OVER_PENDING_KEY: &[u8] = b"\xffpending";
+
+/// A slot for the rows one of Strom's operators hands to the plan above it.
+fn inner_slot(schema: SchemaRef, source: &str) -> Arc<Slot> {
+    Slot::new(
+        schema,
+        crate::slot::Binding {
+            source: source.into(),
+            table: false,
+            window: None,
+        },
+    )
+}
+
+/// `plan` with node `target` replaced by `with`.
+fn replace_node(plan: &Plan, target: &Plan, with: &Plan) -> Result<Plan> {
+    Ok(plan
+        .clone()
+        .transform_down(|n| {
+            if Arc::ptr_eq(&n, target) {
+                Ok(Transformed::new(
+                    with.clone(),
+                    true,
+                    TreeNodeRecursion::Jump,
+                ))
+            } else {
+                Ok(Transformed::no(n))
+            }
+        })?
+        .data)
+}
 
 /// A window operator's functions and input.
 fn window_parts(n: &Plan) -> Option<(Vec<Arc<dyn WindowExpr>>, Plan)> {
@@ -707,28 +702,14 @@ fn over_stage(post: &Plan, stages: &[Stage]) -> Result<Option<(Plan, Over, Vec<S
             return None;
         }
         let width = n.schema().fields().len();
-        let exprs = (0..width)
-            .map(|i| (i, n.schema().field(i).name().clone()))
-            .chain((0..g).map(|k| (k, key_copies[k].name().clone())))
-            .map(|(i, name)| ProjectionExpr {
-                expr: Arc::new(Column::new(&name_at(n, i), i)) as Arc<dyn PhysicalExpr>,
-                alias: name,
-            })
-            .collect::<Vec<_>>();
-        Some(ProjectionExec::try_new(exprs, n.clone()).map(|p| Arc::new(p) as Plan))
+        let names: Vec<String> = key_copies.iter().map(|f| f.name().clone()).collect();
+        Some(keys_last(n, width, &(0..g).collect::<Vec<_>>(), &names))
     })?;
     let mut fields: Vec<arrow::datatypes::FieldRef> = window.schema().fields().to_vec();
     fields.extend(key_fields);
     let out_schema = Arc::new(arrow::datatypes::Schema::new(fields));
     let state = OverState::new(exprs, below.schema(), g, out_schema.clone())?;
-    let slot = Slot::new(
-        out_schema,
-        crate::slot::Binding {
-            source: "window".into(),
-            table: false,
-            window: None,
-        },
-    );
+    let slot = inner_slot(out_schema, "window");
     // Above: the window operator's rows with their identities.
     let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), None));
     let above = carry_keys(post, g, &|n| {
@@ -746,6 +727,20 @@ fn passes_rows(node: &Plan) -> bool {
             node.name(),
             "CoalesceBatchesExec" | "RepartitionExec" | "CooperativeExec"
         )
+}
+
+/// The first `width` columns of `node`, then its columns `keys` named `names` (identity
+/// columns, last).
+fn keys_last(node: &Plan, width: usize, keys: &[usize], names: &[String]) -> DfResult<Plan> {
+    let exprs = (0..width)
+        .map(|i| (i, name_at(node, i)))
+        .chain(keys.iter().copied().zip(names.iter().cloned()))
+        .map(|(i, alias)| ProjectionExpr {
+            expr: Arc::new(Column::new(&name_at(node, i), i)) as Arc<dyn PhysicalExpr>,
+            alias,
+        })
+        .collect::<Vec<_>>();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, node.clone())?))
 }
 
 fn name_at(n: &Plan, i: usize) -> String {
@@ -896,29 +891,9 @@ fn retracting_upper(
         ));
     }
     stage.state.keep_last();
-    let slot = Slot::new(
-        top.schema(),
-        crate::slot::Binding {
-            source: "aggregate".into(),
-            table: false,
-            window: None,
-        },
-    );
+    let slot = inner_slot(top.schema(), "aggregate");
     let leaf: Plan = Arc::new(SlotExec::new(slot.clone(), None));
-    let above = post
-        .clone()
-        .transform_down(|node| {
-            if Arc::ptr_eq(&node, top) {
-                Ok(Transformed::new(
-                    leaf.clone(),
-                    true,
-                    TreeNodeRecursion::Jump,
-                ))
-            } else {
-                Ok(Transformed::no(node))
-            }
-        })?
-        .data;
+    let above = replace_node(post, top, &leaf)?;
     Ok(Some((above, Upper { mid, state, slot })))
 }
 

@@ -1,6 +1,6 @@
 //! `strom server`'s SQL listener through tokio-postgres, as psql and drivers use it: the simple
 //! query protocol (one or several statements), errors that leave the session usable, and the
-//! extended protocol (Parse/Describe/Bind/Execute) for a SELECT.
+//! extended protocol (Parse/Describe/Bind/Execute) for a SELECT, with parameters.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -133,6 +133,52 @@ async fn the_extended_protocol_describes_and_runs_a_select() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, i32>("a"), 7);
     assert_eq!(rows[0].get::<_, &str>("b"), "seven");
+
+    // Parameters, as drivers bind them (binary, typed by the statement).
+    let by_a = within(
+        "prepare with parameters",
+        client.prepare("SELECT b FROM pg_s WHERE a = $1 AND b <> $2"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_a.params(), &[Type::INT4, Type::VARCHAR]);
+    assert_eq!(by_a.columns()[0].name(), "b");
+    let hit = within(
+        "query with parameters",
+        client.query(&by_a, &[&7i32, &"six"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hit.len(), 1);
+    assert_eq!(hit[0].get::<_, &str>("b"), "seven");
+    let miss = within(
+        "query with parameters",
+        client.query(&by_a, &[&8i32, &"six"]),
+    )
+    .await
+    .unwrap();
+    assert!(miss.is_empty());
+    // A parameter whose type the statement leaves open is text.
+    let echo: String = within("query_one", client.query_one("SELECT $1 AS v", &[&"x"]))
+        .await
+        .unwrap()
+        .get("v");
+    assert_eq!(echo, "x");
+    // Parameters anywhere but in a SELECT: one clear error.
+    let err = within(
+        "INSERT with parameters",
+        client.execute(
+            "CREATE STREAM p2 WITH (topic='p2') AS SELECT a FROM pg_s WHERE a = $1",
+            &[&1i32],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error_line(&err).contains("work in SELECT statements only"),
+        "{}",
+        error_line(&err)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

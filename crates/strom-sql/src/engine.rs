@@ -8,6 +8,7 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, Int32Array, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::execution::config::SessionConfig;
 use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
@@ -231,6 +232,67 @@ impl Engine {
             out.push(r);
         }
         Ok(out)
+    }
+
+    /// For one ad-hoc `SELECT` with placeholders (`$1`, `$2`, ..): their types, in order
+    /// (`None` where the statement does not say), and the result's columns. `None` when `sql`
+    /// is anything else (it then takes no parameters).
+    pub async fn prepare(&self, sql: &str) -> Result<Option<(Vec<Option<DataType>>, SchemaRef)>> {
+        let Some(p) = Self::one_select(sql)? else {
+            return Ok(None);
+        };
+        let idents = p.idents.clone();
+        let Stmt::Select(q) = p.stmt else {
+            return Ok(None);
+        };
+        let st = datafusion::sql::sqlparser::ast::Statement::Query(q.query);
+        let (_, plan) = self
+            .adhoc_plan(st)
+            .await
+            .map_err(|e| with_position(e, &idents))?;
+        let types = plan.get_parameter_types()?;
+        let mut ordered = Vec::with_capacity(types.len());
+        for i in 1..=types.len() {
+            let t = types.get(&format!("${i}")).ok_or_else(|| {
+                SqlError::Statement(format!(
+                    "parameters must be numbered from $1 without gaps: ${i} is missing"
+                ))
+            })?;
+            ordered.push(t.clone());
+        }
+        Ok(Some((ordered, Arc::new(plan.schema().as_arrow().clone()))))
+    }
+
+    /// Runs one ad-hoc `SELECT` with its placeholders bound to `params` ($1 first).
+    pub async fn execute_with(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Output> {
+        let p = Self::one_select(sql)?.ok_or_else(|| {
+            SqlError::Unsupported("parameters ($1, ..) in anything but a SELECT".into())
+        })?;
+        let idents = p.idents.clone();
+        let Stmt::Select(q) = p.stmt else {
+            return Err(SqlError::Unsupported(
+                "parameters ($1, ..) in anything but a SELECT".into(),
+            ));
+        };
+        let st = datafusion::sql::sqlparser::ast::Statement::Query(q.query);
+        let names = self.names();
+        let run = async {
+            let (ctx, plan) = self.adhoc_plan(st).await?;
+            let plan = plan
+                .with_param_values(params)
+                .map_err(|e| describe(e, &names))?;
+            self.adhoc_run(&ctx, plan).await
+        };
+        run.await.map_err(|e| with_position(e, &idents))
+    }
+
+    /// `sql` parsed, if it is exactly one ad-hoc `SELECT` (not a push query).
+    fn one_select(sql: &str) -> Result<Option<Parsed>> {
+        let mut parsed = parse::parse_script(sql)?;
+        match (parsed.pop(), parsed.is_empty()) {
+            (Some(p), true) if matches!(&p.stmt, Stmt::Select(q) if !q.emit_changes) => Ok(Some(p)),
+            _ => Ok(None),
+        }
     }
 
     /// The persistent queries and their counters (those another server runs have none).
@@ -917,6 +979,32 @@ impl Engine {
 
     /// A SELECT over stored history.
     async fn adhoc(&self, st: datafusion::sql::sqlparser::ast::Statement) -> Result<Output> {
+        let (ctx, plan) = self.adhoc_plan(st).await?;
+        self.adhoc_run(&ctx, plan).await
+    }
+
+    /// Runs a plan of [`Engine::adhoc_plan`].
+    async fn adhoc_run(
+        &self,
+        ctx: &SessionContext,
+        plan: datafusion::logical_expr::LogicalPlan,
+    ) -> Result<Output> {
+        let names = self.names();
+        let df = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| describe(e, &names))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|e| describe(e, &names))?;
+        Ok(Output::Rows { schema, batches })
+    }
+
+    /// Plans a SELECT over stored history: the context with every stream and table, and the
+    /// logical plan.
+    async fn adhoc_plan(
+        &self,
+        st: datafusion::sql::sqlparser::ast::Statement,
+    ) -> Result<(SessionContext, datafusion::logical_expr::LogicalPlan)> {
         let ctx = self.session();
         let defs = self.sources.lock().clone();
         for (name, def) in &defs {
@@ -952,13 +1040,7 @@ impl Engine {
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(st)))
             .await
             .map_err(|e| describe(e, &names))?;
-        let df = ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| describe(e, &names))?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| describe(e, &names))?;
-        Ok(Output::Rows { schema, batches })
+        Ok((ctx, plan))
     }
 
     /// Plans `q` as a continuous query.

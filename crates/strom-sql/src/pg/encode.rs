@@ -13,6 +13,7 @@ use arrow::datatypes::{
 use arrow::temporal_conversions::timestamp_us_to_datetime;
 use arrow::util::display::{lexical_to_string, ArrayFormatter, FormatOptions};
 use bytes::{BufMut, BytesMut};
+use datafusion::common::ScalarValue;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::api::Type;
@@ -20,6 +21,58 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::{DataRow, RowDescription};
 
 use super::internal;
+
+/// The Arrow type a parameter of PostgreSQL type `t` reads as.
+pub(crate) fn data_type_of(t: &Type) -> DataType {
+    match *t {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 | Type::NUMERIC => DataType::Float64,
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        Type::BYTEA => DataType::Binary,
+        _ => DataType::Utf8,
+    }
+}
+
+/// A parameter of PostgreSQL type `t` in binary format, if it is one Strom reads.
+pub(crate) fn from_binary(raw: &[u8], t: &Type) -> Option<ScalarValue> {
+    let int = |n: usize| -> Option<i64> {
+        let b = raw.get(..n).filter(|_| raw.len() == n)?;
+        Some(match n {
+            2 => i64::from(i16::from_be_bytes(b.try_into().ok()?)),
+            4 => i64::from(i32::from_be_bytes(b.try_into().ok()?)),
+            _ => i64::from_be_bytes(b.try_into().ok()?),
+        })
+    };
+    Some(match *t {
+        Type::BOOL => ScalarValue::Boolean(Some(*raw.first().filter(|_| raw.len() == 1)? != 0)),
+        Type::INT2 => ScalarValue::Int16(Some(i16::try_from(int(2)?).ok()?)),
+        Type::INT4 => ScalarValue::Int32(Some(i32::try_from(int(4)?).ok()?)),
+        Type::INT8 => ScalarValue::Int64(Some(int(8)?)),
+        Type::FLOAT4 => ScalarValue::Float32(Some(f32::from_be_bytes(raw.try_into().ok()?))),
+        Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_be_bytes(raw.try_into().ok()?))),
+        Type::DATE => ScalarValue::Date32(Some(
+            i32::try_from(int(4)?).ok()?.checked_add(PG_EPOCH_DAYS)?,
+        )),
+        Type::TIMESTAMP => {
+            ScalarValue::TimestampMicrosecond(Some(int(8)?.checked_add(PG_EPOCH_MICROS)?), None)
+        }
+        Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
+            Some(int(8)?.checked_add(PG_EPOCH_MICROS)?),
+            Some("+00:00".into()),
+        ),
+        Type::BYTEA => ScalarValue::Binary(Some(raw.to_vec())),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            ScalarValue::Utf8(Some(std::str::from_utf8(raw).ok()?.to_string()))
+        }
+        _ => return None,
+    })
+}
 
 /// The PostgreSQL type a column is sent as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

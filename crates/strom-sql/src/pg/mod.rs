@@ -30,8 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
+use datafusion::common::ScalarValue;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::sink::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -65,7 +66,7 @@ mod script;
 #[cfg(test)]
 mod tests;
 
-use encode::{encode_batch, fields, row_description};
+use encode::{encode_batch, fields, row_description, Kind};
 pub use script::{split_statements, Statement};
 
 /// Serves `engine` over the PostgreSQL protocol on `listener` until `shutdown` resolves, one
@@ -84,12 +85,31 @@ pub async fn serve(
 pub(crate) trait Executor: Send + Sync + 'static {
     /// Runs every statement of `sql` in order, stopping at the first error.
     async fn execute(&self, sql: &str) -> crate::Result<Vec<Output>>;
+
+    /// For a statement with parameters: their types and the result's columns
+    /// ([`Engine::prepare`]).
+    async fn prepare(&self, sql: &str)
+        -> crate::Result<Option<(Vec<Option<DataType>>, SchemaRef)>>;
+
+    /// Runs a statement with its parameters bound ([`Engine::execute_with`]).
+    async fn execute_with(&self, sql: &str, params: Vec<ScalarValue>) -> crate::Result<Output>;
 }
 
 #[async_trait]
 impl Executor for Engine {
     async fn execute(&self, sql: &str) -> crate::Result<Vec<Output>> {
         Engine::execute(self, sql).await
+    }
+
+    async fn prepare(
+        &self,
+        sql: &str,
+    ) -> crate::Result<Option<(Vec<Option<DataType>>, SchemaRef)>> {
+        Engine::prepare(self, sql).await
+    }
+
+    async fn execute_with(&self, sql: &str, params: Vec<ScalarValue>) -> crate::Result<Output> {
+        Engine::execute_with(self, sql, params).await
     }
 }
 
@@ -348,6 +368,40 @@ impl<E: Executor> Session<E> {
         Ok(())
     }
 
+    /// A statement's parameter types (those the client gave, else inferred; TEXT where
+    /// neither says) and its result's columns.
+    async fn prepared(&self, statement: &StoredStatement<String>) -> PgWireResult<Prepared> {
+        let prepared = self
+            .engine
+            .prepare(&statement.statement)
+            .await
+            .map_err(|e| PgWireError::UserError(Box::new(sql_error(&e))))?;
+        let Some((inferred, schema)) = prepared else {
+            return Err(user_error(
+                "0A000",
+                "query parameters ($1, ...) work in SELECT statements only; write the values into the statement".into(),
+            ));
+        };
+        let types = inferred
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                statement
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .filter(|t| *t != Type::UNKNOWN)
+                    .unwrap_or_else(|| t.as_ref().map_or(Type::TEXT, |t| Kind::of(t).pg_type()))
+            })
+            .collect();
+        Ok(Prepared {
+            types,
+            inferred,
+            schema,
+        })
+    }
+
     /// Runs `sql` on the engine unless the client cancels or goes away first. The outer `Err`
     /// means the client is gone; the inner one is the error to report.
     async fn execute(
@@ -530,7 +584,8 @@ impl<E: Executor> ExtendedQueryHandler for Session<E> {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
             let fresh = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
-            if fresh && matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            let plain = !has_parameters(&portal.statement.statement);
+            if plain && fresh && matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
                 check_no_parameters(&portal)?;
                 match self.output(client, &portal.statement).await? {
                     Some(Output::Stream { schema, rows }) => {
@@ -555,8 +610,12 @@ impl<E: Executor> ExtendedQueryHandler for Session<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // Parameters are not supported, so there are none to describe; clients that bind some
-        // get an error at Bind (tokio-postgres) or Execute.
+        if has_parameters(&target.statement) {
+            // Planned, not run: there are no values yet.
+            let p = self.prepared(target).await?;
+            let fields = fields(&p.schema, &Format::UnifiedText).as_ref().clone();
+            return Ok(DescribeStatementResponse::new(p.types, fields));
+        }
         let fields = self.describe(client, target, &Format::UnifiedText).await?;
         Ok(DescribeStatementResponse::new(Vec::new(), fields))
     }
@@ -572,6 +631,11 @@ impl<E: Executor> ExtendedQueryHandler for Session<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if has_parameters(&target.statement.statement) {
+            let p = self.prepared(&target.statement).await?;
+            let fields = fields(&p.schema, &target.result_column_format);
+            return Ok(DescribePortalResponse::new(fields.as_ref().clone()));
+        }
         check_no_parameters(target)?;
         let fields = self
             .describe(client, &target.statement, &target.result_column_format)
@@ -591,8 +655,20 @@ impl<E: Executor> ExtendedQueryHandler for Session<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        check_no_parameters(portal)?;
-        Ok(match self.output(client, &portal.statement).await? {
+        let output = if has_parameters(&portal.statement.statement) {
+            let p = self.prepared(&portal.statement).await?;
+            let params = bind(portal, &p)?;
+            // (pgwire's Execute watches for a cancel request around this.)
+            let r = self
+                .engine
+                .execute_with(&portal.statement.statement, params)
+                .await;
+            Some(r.map_err(|e| PgWireError::UserError(Box::new(sql_error(&e))))?)
+        } else {
+            check_no_parameters(portal)?;
+            self.output(client, &portal.statement).await?
+        };
+        Ok(match output {
             None => Response::EmptyQuery,
             Some(Output::Rows { schema, batches }) => {
                 let fields = fields(&schema, &portal.result_column_format);
@@ -739,6 +815,91 @@ fn returns_rows(sql: &str) -> bool {
         word.to_ascii_uppercase().as_str(),
         "SELECT" | "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "WITH" | "VALUES" | "TABLE"
     )
+}
+
+/// Whether `sql` has placeholders (`$1`, ..) outside quotes and comments.
+fn has_parameters(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A statement with parameters, planned.
+struct Prepared {
+    /// The parameters' types as the client sees them.
+    types: Vec<Type>,
+    /// The types the statement gives them, where it does.
+    inferred: Vec<Option<DataType>>,
+    /// The result's columns.
+    schema: SchemaRef,
+}
+
+/// The bound parameters of `portal` as values of the types the statement wants (read in
+/// text or binary format as `p.types` says).
+fn bind(portal: &Portal<String>, p: &Prepared) -> PgWireResult<Vec<ScalarValue>> {
+    let types = &p.types;
+    if portal.parameters.len() != types.len() {
+        return Err(user_error(
+            "08P01",
+            format!(
+                "the statement takes {} parameters, {} were bound",
+                types.len(),
+                portal.parameters.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(types.len());
+    for (i, (raw, t)) in portal.parameters.iter().zip(types).enumerate() {
+        let binary = match &portal.parameter_format {
+            Format::Individual(codes) => codes.get(i).is_some_and(|c| *c == 1),
+            f => f.is_binary(i),
+        };
+        let bad = |what: &str| {
+            user_error(
+                "22P02",
+                format!("parameter ${}: {what} for type {}", i + 1, t.name()),
+            )
+        };
+        let Some(raw) = raw else {
+            out.push(ScalarValue::Null);
+            continue;
+        };
+        let v = if !binary {
+            let text = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8 text"))?;
+            let target = encode::data_type_of(t);
+            ScalarValue::Utf8(Some(text.to_string()))
+                .cast_to(&target)
+                .map_err(|_| bad(&format!("'{text}' is not a value")))?
+        } else {
+            encode::from_binary(raw, t).ok_or_else(|| bad("a binary value that cannot be read"))?
+        };
+        let v = match p.inferred.get(i).cloned().flatten() {
+            Some(want) if v.data_type() != want => v
+                .cast_to(&want)
+                .map_err(|_| bad(&format!("a value that is not a {want}")))?,
+            _ => v,
+        };
+        out.push(v);
+    }
+    Ok(out)
 }
 
 fn check_no_parameters(portal: &Portal<String>) -> PgWireResult<()> {

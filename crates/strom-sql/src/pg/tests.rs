@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
 
-use super::{returns_rows, serve_with, session_command, Executor};
+use super::{has_parameters, returns_rows, serve_with, session_command, Executor};
 use crate::{Output, SqlError};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -36,6 +36,21 @@ struct Fake {
 
 #[async_trait]
 impl Executor for Fake {
+    async fn prepare(
+        &self,
+        _sql: &str,
+    ) -> crate::Result<Option<(Vec<Option<DataType>>, arrow::datatypes::SchemaRef)>> {
+        Ok(None)
+    }
+
+    async fn execute_with(
+        &self,
+        _sql: &str,
+        _params: Vec<datafusion::common::ScalarValue>,
+    ) -> crate::Result<Output> {
+        Err(SqlError::Unsupported("parameters".into()))
+    }
+
     async fn execute(&self, sql: &str) -> crate::Result<Vec<Output>> {
         self.executions.fetch_add(1, Ordering::SeqCst);
         let mut outputs = Vec::new();
@@ -576,4 +591,35 @@ fn statements_that_return_rows_are_recognised() {
     ] {
         assert!(!returns_rows(sql), "{sql}");
     }
+}
+
+#[test]
+fn placeholders_count_outside_quotes_and_comments() {
+    assert!(has_parameters("SELECT a FROM s WHERE a = $1"));
+    assert!(!has_parameters("SELECT '$1', \"$2\" FROM s"));
+    assert!(!has_parameters("-- $1\nSELECT 1"));
+    assert!(!has_parameters("SELECT price * 2 AS $total"));
+}
+
+#[test]
+fn binary_parameters_read_as_values() {
+    use super::encode::from_binary;
+    use datafusion::common::ScalarValue;
+    assert_eq!(
+        from_binary(&7i64.to_be_bytes(), &Type::INT8),
+        Some(ScalarValue::Int64(Some(7)))
+    );
+    // 2000-01-02 00:00:00, one day after PostgreSQL's epoch.
+    assert_eq!(
+        from_binary(&86_400_000_000i64.to_be_bytes(), &Type::TIMESTAMP),
+        Some(ScalarValue::TimestampMicrosecond(
+            Some(946_771_200_000_000),
+            None
+        ))
+    );
+    assert_eq!(from_binary(&[1, 2, 3], &Type::INT4), None);
+    assert_eq!(
+        from_binary(b"hi", &Type::TEXT),
+        Some(ScalarValue::Utf8(Some("hi".into())))
+    );
 }

@@ -907,8 +907,11 @@ fn check_no_parameters(portal: &Portal<String>) -> PgWireResult<()> {
         return Ok(());
     }
     Err(user_error(
-        "0A000",
-        "query parameters ($1, ...) are not supported; write the values into the statement".into(),
+        "08P01",
+        format!(
+            "the statement has no parameters ($1, ..), but {} were bound",
+            portal.parameters.len()
+        ),
     ))
 }
 

@@ -193,6 +193,7 @@ pub async fn read(
             batches: Vec::new(),
             bad: 0,
             tombstones: Vec::new(),
+            keys: HashMap::new(),
         });
     }
     let mut consumer = Consumer::new(ConsumerConfig::new(bootstrap)).await?;
@@ -204,6 +205,7 @@ pub async fn read(
     let mut batches = Vec::new();
     let mut bad = 0;
     let mut tombstones = Vec::new();
+    let mut keys = HashMap::new();
     let mut open: HashMap<i32, i64> = want
         .iter()
         .map(|(tp, (_, to))| (tp.partition, *to))
@@ -243,6 +245,12 @@ pub async fn read(
             if r.offset + 1 >= to {
                 open.remove(&r.partition);
             }
+            if let (Some(k), Some(_), SourceKind::Table) = (&r.key, &r.value, def.kind) {
+                keys.insert(
+                    (r.partition, r.offset),
+                    String::from_utf8_lossy(k).into_owned(),
+                );
+            }
             if let Some(v) = &r.value {
                 take.push(Rec {
                     value: v,
@@ -275,6 +283,7 @@ pub async fn read(
         batches,
         bad,
         tombstones,
+        keys,
     })
 }
 
@@ -286,49 +295,58 @@ pub struct Read {
     pub bad: u64,
     /// Tombstones: record key as text, partition, offset.
     pub tombstones: Vec<(String, i32, i64)>,
+    /// A table's record keys as text, by (partition, offset), for the records that have one.
+    pub keys: HashMap<(i32, i64), String>,
 }
 
-/// The latest row per key of a table's records (by the key column, in offset order), without
-/// the keys a later tombstone deleted.
+/// The latest row per key of a table's records, in offset order, without the keys a later
+/// tombstone deleted. A row's key is its record key (`keys`, by partition and offset) if it
+/// had one, as in Kafka's compaction, else its `key` column.
 pub fn latest_per_key(
     batch: &RecordBatch,
     key: &str,
+    keys: &HashMap<(i32, i64), String>,
     tombstones: &[(String, i32, i64)],
 ) -> DfResult<RecordBatch> {
-    let i = batch.schema().index_of(key)?;
-    let conv = arrow::row::RowConverter::new(vec![arrow::row::SortField::new(
-        batch.column(i).data_type().clone(),
-    )])?;
-    let rows = conv.convert_columns(&[batch.column(i).clone()])?;
-    let mut last: HashMap<arrow::row::Row<'_>, u32> = HashMap::new();
+    let schema = batch.schema();
+    let i = schema.index_of(key)?;
+    let fmt = arrow::util::display::ArrayFormatter::try_new(
+        batch.column(i).as_ref(),
+        &Default::default(),
+    )?;
+    let parts = batch.column(schema.index_of(PARTITION)?).clone();
+    let offs = batch.column(schema.index_of(OFFSET)?).clone();
+    let (Some(parts), Some(offs)) = (
+        parts.as_any().downcast_ref::<arrow::array::Int32Array>(),
+        offs.as_any().downcast_ref::<arrow::array::Int64Array>(),
+    ) else {
+        return Err(DataFusionError::Internal(
+            "partition and offset columns".into(),
+        ));
+    };
+    let key_of = |r: usize| -> String {
+        keys.get(&(parts.value(r), offs.value(r)))
+            .cloned()
+            .unwrap_or_else(|| fmt.value(r).to_string())
+    };
+    let mut last: HashMap<String, u32> = HashMap::new();
     for r in 0..batch.num_rows() {
-        last.insert(rows.row(r), r as u32);
+        last.insert(key_of(r), r as u32);
     }
-    let mut keep: Vec<u32> = last.into_values().collect();
-    if !tombstones.is_empty() {
-        let fmt = arrow::util::display::ArrayFormatter::try_new(
-            batch.column(i).as_ref(),
-            &Default::default(),
-        )?;
-        let schema = batch.schema();
-        let parts = batch.column(schema.index_of(PARTITION)?).clone();
-        let offs = batch.column(schema.index_of(OFFSET)?).clone();
-        let parts = parts.as_any().downcast_ref::<arrow::array::Int32Array>();
-        let offs = offs.as_any().downcast_ref::<arrow::array::Int64Array>();
-        if let (Some(parts), Some(offs)) = (parts, offs) {
-            let dead: HashMap<&str, (i32, i64)> = tombstones
-                .iter()
-                .map(|(k, p, o)| (k.as_str(), (*p, *o)))
-                .collect();
-            keep.retain(|&r| {
-                let r = r as usize;
-                let k = fmt.value(r).to_string();
-                !dead
-                    .get(k.as_str())
-                    .is_some_and(|&(p, o)| p == parts.value(r) && o > offs.value(r))
-            });
-        }
-    }
+    let dead: HashMap<&str, (i32, i64)> = tombstones
+        .iter()
+        .map(|(k, p, o)| (k.as_str(), (*p, *o)))
+        .collect();
+    let mut keep: Vec<u32> = last
+        .into_iter()
+        .filter(|(k, r)| {
+            let r = *r as usize;
+            !dead
+                .get(k.as_str())
+                .is_some_and(|&(p, o)| p == parts.value(r) && o > offs.value(r))
+        })
+        .map(|(_, r)| r)
+        .collect();
     keep.sort_unstable();
     let idx = arrow::array::UInt32Array::from(keep);
     let cols = batch
@@ -428,7 +446,7 @@ impl TableProvider for TopicTable {
         let mut all = arrow::compute::concat_batches(&self.source_schema, &got.batches)?;
         if self.def.kind == SourceKind::Table {
             if let Some(k) = &self.def.key {
-                all = latest_per_key(&all, k, &got.tombstones)?;
+                all = latest_per_key(&all, k, &got.keys, &got.tombstones)?;
             }
         }
         let (out, schema) = match &self.window {

@@ -159,12 +159,16 @@ impl TableInput {
                         timestamp: r.timestamp,
                     }])?;
                     if b.num_rows() == 1 {
-                        let fmt = arrow::util::display::ArrayFormatter::try_new(
-                            b.column(self.key_col).as_ref(),
-                            &Default::default(),
-                        )?;
-                        let key = fmt.value(0).to_string();
-                        drop(fmt);
+                        // Keyed by the record key, as compaction is; else by the key column.
+                        let key = match &r.key {
+                            Some(k) => String::from_utf8_lossy(k).into_owned(),
+                            None => arrow::util::display::ArrayFormatter::try_new(
+                                b.column(self.key_col).as_ref(),
+                                &Default::default(),
+                            )?
+                            .value(0)
+                            .to_string(),
+                        };
                         self.batches.push(b);
                         self.latest.insert(key, (self.batches.len() - 1, 0));
                         self.changed = true;
@@ -185,8 +189,10 @@ impl TableInput {
             self.batches.clear();
             return Ok(Some(Vec::new()));
         }
-        let mut idx: Vec<(usize, usize)> = self.latest.values().copied().collect();
-        idx.sort_unstable();
+        let mut live: Vec<(usize, usize, String)> =
+            self.latest.drain().map(|(k, (b, r))| (b, r, k)).collect();
+        live.sort_unstable();
+        let idx: Vec<(usize, usize)> = live.iter().map(|(b, r, _)| (*b, *r)).collect();
         let cols: Vec<ArrayRef> = (0..schema.fields().len())
             .map(|c| {
                 let arrays: Vec<&dyn Array> =
@@ -197,19 +203,10 @@ impl TableInput {
         let snap = RecordBatch::try_new(schema, cols)?;
         // Keep only the live rows from now on.
         self.batches = vec![snap.clone()];
-        let keys: Vec<String> = {
-            let fmt = arrow::util::display::ArrayFormatter::try_new(
-                snap.column(self.key_col).as_ref(),
-                &Default::default(),
-            )?;
-            (0..snap.num_rows())
-                .map(|i| fmt.value(i).to_string())
-                .collect()
-        };
-        self.latest = keys
+        self.latest = live
             .into_iter()
             .enumerate()
-            .map(|(i, k)| (k, (0, i)))
+            .map(|(i, (_, _, k))| (k, (0, i)))
             .collect();
         Ok(Some(vec![snap]))
     }

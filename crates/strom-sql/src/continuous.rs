@@ -421,28 +421,9 @@ pub async fn plan(
 /// that reach a bounded way back (`ROWS BETWEEN n PRECEDING ..`, `RANGE BETWEEN INTERVAL ..
 /// PRECEDING ..`) and not forward.
 fn stream_over(physical: &Plan, inputs: &[Input]) -> Result<StreamOver> {
-    let mut windows = Vec::new();
-    physical.apply(|n| {
-        if window_parts(n).is_some() {
-            windows.push(n.clone());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    let [window] = windows.as_slice() else {
-        return Err(unsupported(
-            "window functions with different PARTITION BY or ORDER BY",
-        ));
-    };
-    let (exprs, below) =
-        window_parts(window).ok_or_else(|| SqlError::Internal("window operator".into()))?;
-    if exprs
-        .iter()
-        .any(|e| e.partition_by() != exprs[0].partition_by() || e.order_by() != exprs[0].order_by())
-    {
-        return Err(unsupported(
-            "window functions with different PARTITION BY or ORDER BY",
-        ));
-    }
+    let (window, exprs, below) =
+        the_window(physical)?.ok_or_else(|| SqlError::Internal("no window operator".into()))?;
+    let window = &window;
     // Ordered by the stream's event time, ascending.
     let order = exprs[0].order_by();
     let traced = match order {
@@ -631,8 +612,40 @@ fn replace_node(plan: &Plan, target: &Plan, with: &Plan) -> Result<Plan> {
         .data)
 }
 
+/// The plan's one window operator, if it has any: the operator, its functions (all with one
+/// PARTITION BY and ORDER BY) and its input. Refused when there are several.
+fn the_window(plan: &Plan) -> Result<Option<(Plan, WindowExprs, Plan)>> {
+    let mut windows = Vec::new();
+    plan.apply(|n| {
+        if let Some((exprs, below)) = window_parts(n) {
+            windows.push((n.clone(), exprs, below));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let mixed = || unsupported("window functions with different PARTITION BY or ORDER BY");
+    if windows.len() > 1 {
+        return Err(mixed());
+    }
+    let Some((window, exprs, below)) = windows.pop() else {
+        return Ok(None);
+    };
+    let first = exprs
+        .first()
+        .ok_or_else(|| SqlError::Internal("a window without functions".into()))?;
+    if exprs
+        .iter()
+        .any(|e| e.partition_by() != first.partition_by() || e.order_by() != first.order_by())
+    {
+        return Err(mixed());
+    }
+    Ok(Some((window, exprs, below)))
+}
+
+/// A window operator's functions.
+type WindowExprs = Vec<Arc<dyn WindowExpr>>;
+
 /// A window operator's functions and input.
-fn window_parts(n: &Plan) -> Option<(Vec<Arc<dyn WindowExpr>>, Plan)> {
+fn window_parts(n: &Plan) -> Option<(WindowExprs, Plan)> {
     if let Some(w) = n.downcast_ref::<BoundedWindowAggExec>() {
         return Some((w.window_expr().to_vec(), w.input().clone()));
     }
@@ -644,14 +657,7 @@ fn window_parts(n: &Plan) -> Option<(Vec<Arc<dyn WindowExpr>>, Plan)> {
 /// row by row, with only projections and filters above them. Returns the plan above them,
 /// the [`Over`], and the names of the identity columns that trail each output row.
 fn over_stage(post: &Plan, stages: &[Stage]) -> Result<Option<(Plan, Over, Vec<String>)>> {
-    let mut windows = Vec::new();
-    post.apply(|n| {
-        if window_parts(n).is_some() {
-            windows.push(n.clone());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    let Some(window) = windows.first().cloned() else {
+    let Some((window, exprs, below)) = the_window(post)? else {
         return Ok(None);
     };
     let [stage] = stages else {
@@ -663,21 +669,6 @@ fn over_stage(post: &Plan, stages: &[Stage]) -> Result<Option<(Plan, Over, Vec<S
     if !stage.state.updating() || stage.state.windowed() || keys.is_empty() {
         return Err(unsupported(
             "OVER (..) over a windowed or global aggregate's rows (it works over a GROUP BY without window)",
-        ));
-    }
-    if windows.len() > 1 {
-        return Err(unsupported(
-            "window functions with different PARTITION BY or ORDER BY",
-        ));
-    }
-    let (exprs, below) =
-        window_parts(&window).ok_or_else(|| SqlError::Internal("window operator".into()))?;
-    if exprs
-        .iter()
-        .any(|e| e.partition_by() != exprs[0].partition_by() || e.order_by() != exprs[0].order_by())
-    {
-        return Err(unsupported(
-            "window functions with different PARTITION BY or ORDER BY",
         ));
     }
     let g = keys.len();
@@ -694,16 +685,14 @@ fn over_stage(post: &Plan, stages: &[Stage]) -> Result<Option<(Plan, Over, Vec<S
         })
         .collect();
     // Below: the stage's rows, each followed by a copy of its group key.
-    let stage_slot = stage.slot.clone();
-    let key_copies = key_fields.clone();
+    let names: Vec<String> = key_fields.iter().map(|f| f.name().clone()).collect();
+    let group: Vec<usize> = (0..g).collect();
     let mid = carry_keys(&below, g, &|n| {
         let s = n.downcast_ref::<SlotExec>()?;
-        if !Arc::ptr_eq(s.slot(), &stage_slot) {
+        if !Arc::ptr_eq(s.slot(), &stage.slot) {
             return None;
         }
-        let width = n.schema().fields().len();
-        let names: Vec<String> = key_copies.iter().map(|f| f.name().clone()).collect();
-        Some(keys_last(n, width, &(0..g).collect::<Vec<_>>(), &names))
+        Some(keys_last(n, n.schema().fields().len(), &group, &names))
     })?;
     let mut fields: Vec<arrow::datatypes::FieldRef> = window.schema().fields().to_vec();
     fields.extend(key_fields);

@@ -1000,11 +1000,24 @@ fn decode_input(
         crate::window::times(&b, time_col),
         b.schema().index_of(format::PARTITION),
     ) {
+        // Records come in runs per partition: one observation per run.
         let parts = b.column(p).as_primitive::<arrow::datatypes::Int32Type>();
+        let mut run: Option<(i32, i64)> = None;
         for (part, t) in parts.iter().zip(t.iter()) {
-            if let (Some(part), Some(t)) = (part, t) {
-                wm.observe(idx, part, t);
-            }
+            let (Some(part), Some(t)) = (part, t) else {
+                continue;
+            };
+            run = match run {
+                Some((p, m)) if p == part => Some((p, m.max(t))),
+                Some((p, m)) => {
+                    wm.observe(idx, p, m);
+                    Some((part, t))
+                }
+                None => Some((part, t)),
+            };
+        }
+        if let Some((p, m)) = run {
+            wm.observe(idx, p, m);
         }
     }
     Ok(Some((b, bad)))
